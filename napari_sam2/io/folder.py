@@ -1,0 +1,169 @@
+"""Lazy stack over a folder of image files (one frame per file, natural sort order).
+
+Folders of exported frames ('frame_2.png' before 'frame_10.png') are a common way to
+hand a video or a time-lapse around; only the file names are listed up front, each
+frame is decoded when it is indexed.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = ["IMAGE_SUFFIXES", "ImageFolder", "natural_key", "read_image", "read_folder"]
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+_TIFF = (".tif", ".tiff")
+_MODES = {"1": "L", "P": "RGBA", "LA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "PA": "RGBA", "HSV": "RGB", "LAB": "RGB"}
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders embedded numbers numerically: 'f2' < 'f10'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """One image file as an array: (H, W) or (H, W, C), in the file's own bit depth.
+
+    TIFF files go through tifffile (16-bit and float data, multi-sample pages);
+    everything else through Pillow, with palette and bilevel images expanded.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in _TIFF:
+            import tifffile
+
+            return np.asarray(tifffile.imread(path, key=0))
+        from PIL import Image
+
+        with Image.open(path) as image:
+            mode = image.mode
+            if mode in _MODES:
+                target = _MODES[mode]
+                if mode == "P" and "transparency" not in image.info:
+                    target = "RGB"
+                image = image.convert(target)
+            elif mode.startswith("I;16"):
+                return np.asarray(image).astype(np.uint16)
+            return np.asarray(image)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+class ImageFolder:
+    """A read-only (T, H, W[, C]) array-like whose frames are the image files of a folder.
+
+    Shape and dtype come from the first file; a file that differs is reported when it
+    is read, naming the file. Hidden files and other suffixes are ignored.
+    """
+
+    ndim: int
+
+    def __init__(self, path: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"no such folder: {self.path}")
+        names = [
+            entry.name
+            for entry in os.scandir(self.path)
+            if entry.is_file() and not entry.name.startswith(".") and entry.name.lower().endswith(suffixes)
+        ]
+        if not names:
+            raise ValueError(
+                f"no images in {self.path}; expected files ending in {', '.join(suffixes)}"
+            )
+        names.sort(key=natural_key)
+        self.files: list[Path] = [self.path / name for name in names]
+        first = read_image(self.files[0])
+        self._frame_shape = first.shape
+        self.dtype = first.dtype
+        self.shape = (len(self.files), *first.shape)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"ImageFolder({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def get_frame(self, index: int) -> np.ndarray:
+        """Decode frame ``index`` (negative counts from the end)."""
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"frame index {index} out of range for {n} frames")
+        path = self.files[index]
+        frame = read_image(path)
+        if frame.ndim == 2 and self._frame_shape == (*frame.shape, 3):
+            frame = np.repeat(frame[..., None], 3, axis=-1)  # a gray JPEG among colour ones
+        if frame.shape != self._frame_shape:
+            raise ValueError(
+                f"{path.name} has shape {frame.shape} but {self.files[0].name} has {self._frame_shape}; "
+                "all images of a folder must have the same size and channels"
+            )
+        if frame.dtype != self.dtype:
+            raise ValueError(f"{path.name} has dtype {frame.dtype} but {self.files[0].name} has {self.dtype}")
+        return frame
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if key and key[0] is Ellipsis:
+            key = (slice(None),) * (self.ndim - len(key) + 1) + key[1:]
+        first, rest = (key[0], key[1:]) if key else (slice(None), ())
+        if isinstance(first, slice):
+            indices: Any = range(*first.indices(len(self)))
+        elif isinstance(first, (list, np.ndarray)):
+            arr = np.asarray(first)
+            indices = np.flatnonzero(arr) if arr.dtype == bool else arr.ravel().tolist()
+        else:
+            frame = self.get_frame(operator.index(first))
+            return frame[rest] if rest else frame
+        frames = [self.get_frame(int(i)) for i in indices]
+        stacked = np.stack(frames) if frames else np.empty((0, *self._frame_shape), self.dtype)
+        return stacked[(slice(None),) + rest] if rest else stacked
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self[:]
+        return data.astype(dtype) if dtype is not None else data
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self.get_frame(i)
+
+
+def read_folder(path: str | os.PathLike) -> tuple[ImageFolder, dict[str, Any]]:
+    """Open a folder of images lazily; returns ``(frames, metadata)`` like the other readers."""
+    frames = ImageFolder(path)
+    rgb = frames.ndim == 4 and frames.shape[-1] in (3, 4)
+    metadata = {
+        "path": str(frames.path),
+        "format": "folder",
+        "axes": "TYXS" if frames.ndim == 4 else "TYX",
+        "shape": frames.shape,
+        "dtype": str(frames.dtype),
+        "frame_axis": 0,
+        "rgb": rgb,
+        "storage": "files",
+        "scale": {},
+        "units": {},
+        "fps": None,
+        "files": [str(f) for f in frames.files],
+    }
+    return frames, metadata
