@@ -1,0 +1,104 @@
+"""Engine jobs as generator functions for napari thread workers.
+
+superqt's generator workers swallow a ``RuntimeError`` raised inside the generator (and
+then never report ``finished``); torch errors and ``CheckpointError`` are
+RuntimeErrors. So every job here catches its own exceptions and *returns* a
+:class:`JobOutcome`; nothing escapes to the worker. Cancelling is cooperative through a
+``threading.Event``: a job stops after the step in progress, cleanly.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Generator
+
+__all__ = ["JobOutcome", "Cancelled", "function_job", "load_job", "propagate_job"]
+
+
+class Cancelled(Exception):
+    """Raised inside a job's callback to stop it; reported as ``cancelled``."""
+
+
+@dataclass
+class JobOutcome:
+    value: Any = None
+    error: BaseException | None = None
+    details: str = ""
+    cancelled: bool = False
+    steps: int = 0
+
+
+def _failure(exc: BaseException) -> JobOutcome:
+    return JobOutcome(error=exc, details="".join(traceback.format_exception(exc)))
+
+
+def function_job(fn: Callable[..., Any], *args: Any) -> Generator[Any, None, JobOutcome]:
+    """Run ``fn(*args)`` once; a generator only so all jobs share one worker type."""
+    try:
+        return JobOutcome(fn(*args))
+    except Exception as exc:
+        return _failure(exc)
+    yield  # pragma: no cover - makes this a generator
+
+
+def load_job(
+    load: Callable[[Callable[[int, int], None]], Any], cancel: threading.Event
+) -> Generator[tuple[int, int], None, JobOutcome]:
+    """Run ``load(progress)`` on a helper thread and yield its (done, total) reports.
+
+    The download callback raises :class:`Cancelled` once ``cancel`` is set, which
+    aborts the transfer (the checkpoint module never leaves a partial file behind).
+    """
+    reports: queue.Queue[tuple[int, int]] = queue.Queue()
+
+    def progress(done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Cancelled()
+        reports.put((int(done), int(total)))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam2-load") as pool:
+        future = pool.submit(load, progress)
+        while True:
+            try:
+                yield reports.get(timeout=0.05)
+            except queue.Empty:
+                if future.done():
+                    break
+        while not reports.empty():
+            yield reports.get_nowait()
+        try:
+            value = future.result()
+        except Cancelled:
+            return JobOutcome(cancelled=True)
+        except Exception as exc:
+            if cancel.is_set():
+                return JobOutcome(cancelled=True)
+            return _failure(exc)
+    if cancel.is_set():
+        return JobOutcome(value=value, cancelled=True)
+    return JobOutcome(value)
+
+
+def propagate_job(frames: Any, cancel: threading.Event) -> Generator[Any, None, JobOutcome]:
+    """Yield each finished frame of ``frames`` (a generator) until done or cancelled.
+
+    Whatever was yielded before a cancel or an error has been handed over and is kept.
+    """
+    steps = 0
+    try:
+        for item in frames:
+            yield item
+            steps += 1
+            if cancel.is_set():
+                return JobOutcome(cancelled=True, steps=steps)
+        return JobOutcome(steps=steps)
+    except Exception as exc:
+        outcome = _failure(exc)
+        outcome.steps = steps
+        return outcome
+    finally:
+        frames.close()
