@@ -97,6 +97,8 @@ class VideoSession:
     later propagation over the frame recomputes it.
     ``feature_cache_bytes``, ``record_ram_bytes``: RAM budgets; results beyond the
     second go to a temporary file in ``spill_dir``.
+    ``precision``: "auto" runs in bfloat16 autocast on GPUs that support it and float32
+    elsewhere; "float32" or "bfloat16" force one.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class VideoSession:
         record_ram_bytes: int = 256 << 20,
         spill_dir: str | None = None,
         prefetch: bool = True,
+        precision: str = "auto",
     ) -> None:
         if not isinstance(model, Sam2):
             raise TypeError(f"model must be a Sam2 built with build_sam2, got {type(model).__name__}")
@@ -126,6 +129,9 @@ class VideoSession:
             raise ValueError(
                 f"the frame source prepares {self.frames.image_size}px inputs but the model expects {model.image_size}px"
             )
+        if precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
+        self.precision = precision
         self.fill_hole_area = int(fill_hole_area)
         self.remove_area = int(remove_area)
         self.corrections_as_prompts = bool(corrections_as_prompts)
@@ -352,7 +358,10 @@ class VideoSession:
     # ------------------------------------------------------------------ internals
     @contextlib.contextmanager
     def _inference(self):
-        dtype = autocast_dtype(self.model.device)
+        if self.precision == "auto":
+            dtype = autocast_dtype(self.model.device)
+        else:
+            dtype = torch.bfloat16 if self.precision == "bfloat16" else None
         with torch.inference_mode():
             if dtype is None:
                 yield
