@@ -74,6 +74,15 @@ def test_tiled_compressed_ome_tiff(tmp_path):
     assert meta["scale"]["X"] == 0.5 and meta["scale"]["T"] == 2.0 and meta["fps"] == 0.5
 
 
+def test_frame_interval_units(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "ms.ome.tif", stack((3, 16, 16)), ome=True,
+        metadata={"axes": "TYX", "TimeIncrement": 500.0, "TimeIncrementUnit": "ms"},
+    )
+    _, meta = read_tiff(tmp_path / "ms.ome.tif")
+    assert meta["scale"] == {"T": 500.0} and meta["units"] == {"T": "ms"} and meta["fps"] == 2.0
+
+
 def test_uncompressed_ome_tiff_is_memory_mapped(tmp_path):
     data = stack((4, 32, 32))
     tifffile.imwrite(tmp_path / "a.ome.tiff", data, ome=True, metadata={"axes": "ZYX"})

@@ -67,9 +67,8 @@ def read_tiff(path: str | os.PathLike, series: int = 0, level: int = 0) -> tuple
             contiguous = ser.dataoffset is not None
             kind = "ome-tiff" if tif.is_ome else "imagej" if tif.is_imagej else "tiff"
             scale, units = _physical_scale(tif, axes)
-            fps = None
-            if "T" in scale and scale["T"] > 0:
-                fps = 1.0 / scale["T"]
+            seconds = _to_seconds(scale.get("T"), units.get("T", "s"))
+            fps = 1.0 / seconds if seconds else None
     except (tifffile.TiffFileError, struct.error, OSError) as err:
         if isinstance(err, FileNotFoundError):
             raise
@@ -121,6 +120,18 @@ def _zarr_backed(path: Path, series: int, level: int, axes: str) -> Any:
     )
     # the store decodes with its own file-handle lock, so dask may read planes in parallel
     return da.from_zarr(z, chunks=chunks, name=f"tiff-{path.name}-{os.stat(path).st_mtime_ns}-{series}-{level}")
+
+
+_SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3, "µs": 1e-6, "us": 1e-6,
+             "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0}
+
+
+def _to_seconds(value: float | None, unit: str) -> float | None:
+    """A frame interval in seconds, if its unit is a known time unit."""
+    factor = _SECONDS.get(unit.strip().lower())
+    if value is None or factor is None or not value > 0:
+        return None
+    return value * factor
 
 
 def _physical_scale(tif: Any, axes: str) -> tuple[dict[str, float], dict[str, str]]:

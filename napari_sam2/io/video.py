@@ -5,8 +5,9 @@ seek to keyframes. ``VideoFrames`` therefore scans the packet index once (demuxi
 no decoding) to learn every frame's timestamp and the keyframes, then serves
 ``frames[i]`` by seeking to the nearest keyframe at or before ``i`` and decoding up to
 it. Reading the next frame continues the running decoder without a new seek, and a
-small LRU cache, bounded in bytes, keeps the last decoded frames so that walking
-backwards (reverse propagation) does not decode a whole group of pictures per frame.
+small LRU cache, bounded in bytes, keeps recent frames; when walking backwards
+(reverse propagation) it also keeps the frames decoded on the way to the target, so
+a whole group of pictures is not decoded again for every frame.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class VideoFrames:
         self._decoder: Iterator[Any] | None = None
         self._last_decoded = -1  # index of the last frame the running decoder produced
         self._min_index = 0
+        self._last_request = 0
         self._rotation = 0  # quarter turns counter-clockwise, from the display matrix
         self.seeks = 0  # seeks and decoded frames so far: lets tests and benchmarks check access patterns
         self.decoded = 0
@@ -227,19 +229,22 @@ class VideoFrames:
     def get_frame(self, index: int) -> np.ndarray:
         """Frame ``index`` as a read-only (H, W, 3) uint8 array."""
         with self._lock:
+            backwards = index < self._last_request
+            self._last_request = index
             cached = self._cache.get(index)
             if cached is not None:
                 self._cache.move_to_end(index)
                 return cached
-            return self._decode_to(index)
+            return self._decode_to(index, backwards)
 
-    def _decode_to(self, index: int) -> np.ndarray:
+    def _decode_to(self, index: int, backwards: bool = False) -> np.ndarray:
         position = bisect.bisect_right(self._key_indices, index) - 1
         key = self._key_indices[position]
         # fallbacks if the decoder skips past the target: one keyframe earlier, then the start
         starts = [key, self._key_indices[max(0, position - 1)], 0]
         running = self._decoder is not None and self._last_decoded < index
-        keep_from = index - self._capacity + 1
+        # walking backwards, the frames just before the target are requested next: keep them
+        keep_from = index - self._capacity + 1 if backwards else index
         for attempt, start in enumerate(starts):
             if attempt > 0 and start >= starts[attempt - 1] and attempt < len(starts) - 1:
                 continue
