@@ -36,6 +36,8 @@ _SAMPLE_FRAMES = 16
 _SAMPLE_PIXELS = 1 << 16  # per sampled frame
 _PERCENTILES = (0.5, 99.5)
 _CACHE_ENTRIES = 2
+_MEAN = np.array(IMG_MEAN, dtype=np.float32)[:, None, None]
+_STD = np.array(IMG_STD, dtype=np.float32)[:, None, None]
 
 
 def _kind_of(dtype: np.dtype) -> str:
@@ -132,8 +134,6 @@ class FrameSource:
             self._contrast_limits = (lo, hi)
             if self._kind == "uint8" and (lo, hi) != (0.0, 255.0):
                 self._use_reference_uint8 = False
-        self._mean = torch.tensor(IMG_MEAN, dtype=torch.float32)[:, None, None]
-        self._std = torch.tensor(IMG_STD, dtype=torch.float32)[:, None, None]
 
         # read-ahead state: a tiny LRU of prepared frames plus at most one pending read
         self._lock = threading.Lock()
@@ -261,6 +261,8 @@ class FrameSource:
 
     # ----------------------------------------------------------------- normalization
     def _normalize(self, frame: np.ndarray) -> torch.Tensor:
+        # Element-wise work is done in numpy: single-threaded, so read-ahead does not compete
+        # with the model's torch threads; float32 subtract/divide round identically in both.
         size = self.image_size
         if self._use_reference_uint8:
             image = Image.fromarray(np.ascontiguousarray(frame))
@@ -268,34 +270,38 @@ class FrameSource:
                 image = image.convert("RGB")  # gray -> three equal channels, like the reference
             if image.size != (size, size):
                 image = image.resize((size, size))  # Pillow's default filter, as the reference
-            scaled = np.asarray(image) / 255.0  # float64, then float32: the reference's order
-            tensor = torch.from_numpy(scaled).permute(2, 0, 1).to(torch.float32)
+            scaled = (np.asarray(image) / 255.0).astype(np.float32)  # float64, then float32: the reference's order
+            chw = scaled.transpose(2, 0, 1)
         else:
             lo, hi = self.contrast_limits  # type: ignore[misc]
-            tensor = self._scale(frame, lo, hi)
-            if tensor.shape[-2:] != (size, size):
-                tensor = F.interpolate(
-                    tensor[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
-                )[0].clamp_(0.0, 1.0)
-            if tensor.shape[0] == 1:
-                tensor = tensor.expand(3, -1, -1)
-        tensor = (tensor - self._mean) / self._std
-        return tensor.contiguous()
+            chw = self._scale(frame, lo, hi)
+            if chw.shape[-2:] != (size, size):
+                resized = F.interpolate(
+                    torch.from_numpy(chw)[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
+                )
+                chw = resized[0].numpy()
+            if chw.shape[0] == 1:
+                chw = np.broadcast_to(chw, (3, size, size))
+        out = np.subtract(chw, _MEAN, order="C")
+        out /= _STD
+        return torch.from_numpy(out)
 
     @staticmethod
-    def _scale(frame: np.ndarray, lo: float, hi: float) -> torch.Tensor:
-        """Linear map of (lo, hi) to [0, 1], clipped, as a (C, H, W) float32 tensor."""
-        # float32 is exact for up to 24-bit integers; wider types are shifted in float64 first
-        exact32 = frame.dtype.itemsize <= 2 or frame.dtype in (np.float32, np.float16)
-        work = np.float32 if exact32 else np.float64
-        data = frame.astype(work, copy=True)
-        data -= work(lo)
-        data *= work(1.0 / (hi - lo))
-        data = data.astype(np.float32, copy=False)
+    def _scale(frame: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """Linear map of (lo, hi) to [0, 1], clipped, as a (C, H, W) float32 array."""
+        # float32 is exact for 16-bit integers; wider types are shifted in float64 first
+        if frame.dtype.itemsize <= 2 or frame.dtype == np.float32:
+            data = frame.astype(np.float32)
+            data -= np.float32(lo)
+            data *= np.float32(1.0 / (hi - lo))
+        else:
+            shifted = frame.astype(np.float64) - lo
+            shifted *= 1.0 / (hi - lo)
+            data = shifted.astype(np.float32)
         np.clip(data, 0.0, 1.0, out=data)
-        np.nan_to_num(data, copy=False, nan=0.0)
-        tensor = torch.from_numpy(data)
-        return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+        if frame.dtype.kind == "f":
+            np.nan_to_num(data, copy=False, nan=0.0)  # clipping keeps NaN; infinities are already clipped
+        return data[None] if data.ndim == 2 else np.ascontiguousarray(data.transpose(2, 0, 1))
 
     # ----------------------------------------------------------------- cache & read-ahead
     def _get(self, kind: str, index: int) -> Any:
