@@ -43,10 +43,23 @@ def loaded_tiny() -> Any:
     return LoadedModel(tiny_model(), ModelSpec("sam2.1_hiera_tiny", None, "cpu", TEST_SIZE), "test model")
 
 
+def new_viewer(make_napari_viewer: Any, qtbot: Any) -> Any:
+    """A napari window that is really shown (an OpenGL canvas that was never shown
+    cannot pick visuals under the mouse), at a size where the panel fits."""
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1500, 950)
+    qtbot.waitExposed(window)
+    qtbot.wait(50)
+    return viewer
+
+
 def open_widget(viewer: Any) -> Any:
     """Open the dock widget through the plugin manifest, as the Plugins menu does."""
-    viewer.window._qt_window.resize(1500, 950)
+    from qtpy.QtTest import QTest
+
     _, widget = viewer.window.add_plugin_dock_widget("napari-sam2", "Segment and track")
+    QTest.qWait(150)  # let the dock take its space: the canvas resizes once
     return widget
 
 

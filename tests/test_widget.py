@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gui_support import click, drag, loaded_tiny, notes, open_widget, press, ready  # noqa: F401
+from gui_support import click, drag, loaded_tiny, notes, new_viewer, open_widget, press, ready  # noqa: F401
 from qtpy.QtCore import Qt, QTimer
 
 from napari_sam2.sample_data import cells_timelapse, rgb_clip
@@ -30,7 +30,7 @@ def _setup(viewer, image, **kwargs):
 
 
 def test_sample_data_click_segments_current_frame(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
+    viewer = new_viewer(make_napari_viewer, qtbot)
     viewer.open_sample("napari-sam2", "cells")
     widget = open_widget(viewer)
     t = widget.controller.target
@@ -64,7 +64,7 @@ def test_sample_data_click_segments_current_frame(make_napari_viewer, qtbot):
 
 
 def test_negative_clicks_shift_right_and_toggle(make_napari_viewer, qtbot, small_cells):
-    viewer = make_napari_viewer()
+    viewer = new_viewer(make_napari_viewer, qtbot)
     _, widget = _setup(viewer, small_cells.image)
     t = widget.controller.target
     click(viewer, qtbot, t.points, (40, 40))
@@ -84,7 +84,7 @@ def test_negative_clicks_shift_right_and_toggle(make_napari_viewer, qtbot, small
 
 
 def test_box_prompt_drawn_with_the_mouse(make_napari_viewer, qtbot, small_cells):
-    viewer = make_napari_viewer()
+    viewer = new_viewer(make_napari_viewer, qtbot)
     _, widget = _setup(viewer, small_cells.image)
     t = widget.controller.target
     viewer.layers.selection.active = t.boxes
@@ -98,7 +98,7 @@ def test_box_prompt_drawn_with_the_mouse(make_napari_viewer, qtbot, small_cells)
 
 
 def test_propagate_keeps_event_loop_running(make_napari_viewer, qtbot, small_cells):
-    viewer = make_napari_viewer()
+    viewer = new_viewer(make_napari_viewer, qtbot)
     _, widget = _setup(viewer, small_cells.image)
     t = widget.controller.target
     r, c = small_cells.centers[3][4]
@@ -135,7 +135,7 @@ def test_propagate_keeps_event_loop_running(make_napari_viewer, qtbot, small_cel
 
 
 def test_cancel_keeps_finished_frames(make_napari_viewer, qtbot, small_cells):
-    viewer = make_napari_viewer()
+    viewer = new_viewer(make_napari_viewer, qtbot)
     _, widget = _setup(viewer, small_cells.image)
     t = widget.controller.target
     r, c = small_cells.centers[3][0]
@@ -161,7 +161,7 @@ def test_cancel_keeps_finished_frames(make_napari_viewer, qtbot, small_cells):
 
 
 def test_painted_frames_are_never_overwritten(make_napari_viewer, qtbot, small_cells):
-    viewer = make_napari_viewer()
+    viewer = new_viewer(make_napari_viewer, qtbot)
     _, widget = _setup(viewer, small_cells.image)
     t = widget.controller.target
     click(viewer, qtbot, t.points, small_cells.centers[3][0])
@@ -192,7 +192,7 @@ def test_painted_frames_are_never_overwritten(make_napari_viewer, qtbot, small_c
 
 
 def test_object_list_new_rename_delete_and_keys(make_napari_viewer, qtbot, small_cells):
-    viewer = make_napari_viewer()
+    viewer = new_viewer(make_napari_viewer, qtbot)
     _, widget = _setup(viewer, small_cells.image)
     t = widget.controller.target
     click(viewer, qtbot, t.points, small_cells.centers[3][0])
@@ -226,7 +226,7 @@ def test_object_list_new_rename_delete_and_keys(make_napari_viewer, qtbot, small
 
 def test_rgb_video_and_propagate_key(make_napari_viewer, qtbot):
     clip = rgb_clip(num_frames=8, height=96, width=128)
-    viewer = make_napari_viewer()
+    viewer = new_viewer(make_napari_viewer, qtbot)
     layer, widget = _setup(viewer, clip.image, rgb=True)
     t = widget.controller.target
     assert layer.rgb and t.labels.data.shape == (8, 96, 128)
@@ -243,7 +243,7 @@ def test_gray_time_lapse_of_other_dtypes(make_napari_viewer, qtbot, small_cells,
     image = small_cells.image[:4].astype(dtype)
     if dtype == np.float32:
         image = image / 1000.0
-    viewer = make_napari_viewer()
+    viewer = new_viewer(make_napari_viewer, qtbot)
     _, widget = _setup(viewer, image)
     t = widget.controller.target
     click(viewer, qtbot, t.points, small_cells.centers[3][0])

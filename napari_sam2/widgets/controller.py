@@ -39,6 +39,7 @@ POSITIVE_COLOR = "#2ecc40"
 NEGATIVE_COLOR = "#ff4136"
 ROLES = ("clicks", "boxes", "masks")
 BIG_LABELS_BYTES = 1 << 30  # above this the masks are kept in a compressed zarr array
+NO_IMAGE = "Open an image first (File > Open, or File > Open Sample > SAM 2), then choose it in the SAM 2 panel."
 
 PromptKey = tuple[int, int]  # (frame, object)
 PlaneKey = tuple[int, ...]  # non-spatial indices of one 2D plane of the labels array
@@ -172,7 +173,7 @@ class Sam2Controller:
     def setup(self, image: Any, axis: int | None) -> Target:
         """Make (or find again) the prompt layers for ``image`` and track along ``axis``."""
         if image is None:
-            raise ValueError("Open an image first (File > Open, or File > Open Sample > SAM 2).")
+            raise ValueError(NO_IMAGE)
         if self.target is not None and self.target.image is image:
             if self.target.axis != axis:
                 self.target.axis = axis
@@ -292,7 +293,7 @@ class Sam2Controller:
         layer = self.viewer.add_shapes(
             ndim=len(shape),
             features=pd.DataFrame({OBJECT: pd.Series([], dtype=int)}),
-            edge_width=max(1.0, min(shape[-2:]) / 150),
+            edge_width=max(1.5, min(shape[-2:]) / 90),
             face_color="transparent",
             **kwargs,
         )
@@ -317,7 +318,7 @@ class Sam2Controller:
             face_color_cycle={POSITIVE: POSITIVE_COLOR, NEGATIVE: NEGATIVE_COLOR},
             border_color="white",
             border_width=0.15,
-            size=max(4.0, round(min(shape[-2:]) / 40)),
+            size=max(5.0, round(min(shape[-2:]) / 28)),
             **kwargs,
         )
         return layer
@@ -465,7 +466,7 @@ class Sam2Controller:
         """The slice tracked now: the chosen axis, other axes at the viewer's position."""
         t = self.target
         if t is None:
-            raise ValueError("Choose an image layer first.")
+            raise ValueError(NO_IMAGE)
         shape = self._image_shape(t.image)
         axis = t.axis if len(shape) > 2 else None
         if axis is None and len(shape) > 2:
@@ -534,7 +535,7 @@ class Sam2Controller:
         """Select a fresh object id (one above every id in use)."""
         t = self.target
         if t is None:
-            raise ValueError("Choose an image layer first.")
+            raise ValueError(NO_IMAGE)
         used = set(t.registry.ids())
         for layer in (t.points, t.boxes):
             if OBJECT in layer.features and len(layer.features):
@@ -661,7 +662,7 @@ class Sam2Controller:
         """The prompt changes the engine has not seen yet (None: nothing to do)."""
         t = self.target
         if t is None:
-            raise ValueError("Choose an image layer first.")
+            raise ValueError(NO_IMAGE)
         if self.model is None:
             raise RuntimeError("no model loaded")
         geometry = self.geometry()
@@ -722,7 +723,9 @@ class Sam2Controller:
                         session.clear_prompts(frame, obj)
                     out = None
             except ValueError as exc:
+                # remembered as sent, so one bad prompt is reported once, not on every edit
                 result.errors.append(str(exc))
+                result.applied.append((key, prompt))
                 continue
             if out is None:
                 result.planes[key] = None

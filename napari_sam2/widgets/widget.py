@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .controller import PropagationPlan, Sam2Controller, SyncPlan
+from .controller import NO_IMAGE, PropagationPlan, Sam2Controller, SyncPlan
 from .geometry import tracked_axis_choices
 from .jobs import JobOutcome, function_job, load_job, propagate_job
 from .loading import DEFAULT_IMAGE_SIZES, LoadedModel, ModelSpec, available_devices, guess_variant, load_model
@@ -350,7 +350,13 @@ class Sam2Widget(QWidget):
         if current in images:
             self.image_combo.setCurrentIndex(images.index(current))
         self.image_combo.blockSignals(False)
-        if current is not None and current not in images:
+        t = self.controller.target
+        if current is not None and (
+            current not in images or any(layer not in self.viewer.layers for layer in (t.points, t.boxes, t.labels))
+        ):
+            # the image or one of its prompt layers was deleted: start again with fresh
+            # layers (the remaining ones are found again by their role)
+            self.cancel()
             self.controller.teardown()
             current = None
         if current is None and images:
@@ -391,7 +397,9 @@ class Sam2Widget(QWidget):
         self.axis_combo.blockSignals(True)
         self.axis_combo.clear()
         for a in choices:
-            name = labels[a] if a < len(labels) and labels[a] else f"axis {a}"
+            name = str(labels[a]) if a < len(labels) and labels[a] else ""
+            if not name or name.lstrip("-").isdigit():  # napari's default labels: -3, -2, ...
+                name = f"axis {a}"
             self.axis_combo.addItem(f"{name} ({shape[a]})", a)
         if not choices:
             self.axis_combo.addItem("single image", None)
@@ -403,8 +411,15 @@ class Sam2Widget(QWidget):
             _notify("warning", str(exc))
             return
         self._update_range_limits()
+        self._reset_progress()
         self.refresh_objects()
         self.request_sync()
+
+    def _reset_progress(self) -> None:
+        self.progress_bar.setFormat("%p%")
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        self.status_label.setText("")
 
     def _axis_changed(self, index: int | None = None) -> None:
         t = self.controller.target
@@ -415,6 +430,7 @@ class Sam2Widget(QWidget):
             return
         self.controller.setup(t.image, self.axis_combo.currentData())
         self._update_range_limits()
+        self._reset_progress()
         self.refresh_objects()
         self.request_sync()
 
@@ -480,6 +496,12 @@ class Sam2Widget(QWidget):
 
     def use_model(self, loaded: LoadedModel) -> None:
         """Use an already built model (e.g. one shared between viewers)."""
+        for combo in (self.model_combo, self.size_combo):
+            combo.blockSignals(True)
+        self.model_combo.setCurrentText(loaded.spec.name)
+        self.set_image_size(loaded.spec.image_size or 1024)
+        for combo in (self.model_combo, self.size_combo):
+            combo.blockSignals(False)
         self.loaded = loaded
         self.controller.set_model(loaded.model)
         self.model_status.setText(f"loaded: {loaded.description}")
@@ -524,9 +546,7 @@ class Sam2Widget(QWidget):
                 self._progress.refresh()
 
     def _on_model_loaded(self, outcome: JobOutcome) -> None:
-        self.progress_bar.setFormat("%p%")
-        self.progress_bar.setRange(0, 100)
-        self.progress_bar.setValue(0)
+        self._reset_progress()
         if outcome.cancelled:
             self.model_status.setText("loading cancelled: loads on the next click")
             self._load_failed = True
@@ -621,8 +641,18 @@ class Sam2Widget(QWidget):
                 has_prompts = bool(self.controller.prompts())
             except ValueError:
                 has_prompts = False
-            if (has_prompts or self._propagate_request) and not self._load_failed:
-                self.load_model()
+            if not (has_prompts or self._propagate_request):
+                return
+            if self._load_failed:
+                self._sync_wanted = False
+                self._propagate_request = None
+                _notify(
+                    "warning",
+                    "No model is loaded (see the previous message). Fix the model settings and press "
+                    "Load model: your clicks, boxes and masks are kept and will be used.",
+                )
+                return
+            self.load_model()
             return
         if self._sync_wanted:
             self._sync_wanted = False
@@ -683,7 +713,7 @@ class Sam2Widget(QWidget):
     def propagate(self, direction: str | None = None, first: int | None = None, last: int | None = None) -> None:
         """Track every object through the video (after sending any new prompts)."""
         if self.controller.target is None:
-            _notify("error", "Open an image first (File > Open, or File > Open Sample > SAM 2).")
+            _notify("error", NO_IMAGE)
             return
         if self._job_kind == "propagate":
             return
