@@ -9,7 +9,6 @@ RuntimeErrors. So every job here catches its own exceptions and *returns* a
 
 from __future__ import annotations
 
-import queue
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -53,23 +52,24 @@ def load_job(
     The download callback raises :class:`Cancelled` once ``cancel`` is set, which
     aborts the transfer (the checkpoint module never leaves a partial file behind).
     """
-    reports: queue.Queue[tuple[int, int]] = queue.Queue()
+    latest: list[tuple[int, int]] = []  # only the newest report matters
 
     def progress(done: int, total: int) -> None:
         if cancel.is_set():
             raise Cancelled()
-        reports.put((int(done), int(total)))
+        latest[:] = [(int(done), int(total))]
 
+    shown: tuple[int, int] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam2-load") as pool:
         future = pool.submit(load, progress)
         while True:
-            try:
-                yield reports.get(timeout=0.05)
-            except queue.Empty:
-                if future.done():
-                    break
-        while not reports.empty():
-            yield reports.get_nowait()
+            # at most ~20 updates a second reach the GUI, however small the chunks
+            finished = _wait(future, 0.05)
+            if latest and latest[0] != shown:
+                shown = latest[0]
+                yield shown
+            if finished:
+                break
         try:
             value = future.result()
         except Cancelled:
@@ -81,6 +81,14 @@ def load_job(
     if cancel.is_set():
         return JobOutcome(value=value, cancelled=True)
     return JobOutcome(value)
+
+
+def _wait(future: Any, seconds: float) -> bool:
+    try:
+        future.result(timeout=seconds)
+    except Exception:  # includes the timeout; real errors are read by the caller
+        pass
+    return future.done()
 
 
 def propagate_job(frames: Any, cancel: threading.Event) -> Generator[Any, None, JobOutcome]:

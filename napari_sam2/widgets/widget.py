@@ -97,6 +97,7 @@ class Sam2Widget(QWidget):
         self._sync_wanted = False
         self._propagate_request: tuple[str, int | None, int | None] | None = None
         self._load_failed = False
+        self._settings_changed = False
         self._frames_done = 0
         self._frames_kept = 0
         self._bound_keys: list[str] = []
@@ -467,11 +468,19 @@ class Sam2Widget(QWidget):
                 self.model_combo.setCurrentText(guess)
                 self.model_combo.blockSignals(False)
         if self.loaded is not None and self.model_spec() == self.loaded.spec:
+            self._settings_changed = False
             return
         self._load_failed = False
         if self._job_kind == "load":
             self.cancel()
-        if self.loaded is not None and not self._busy():
+        if self.loaded is not None:
+            self._settings_changed = True
+            self._unload_if_changed()
+
+    def _unload_if_changed(self) -> None:
+        """Drop the loaded model after its settings changed (never under a running job)."""
+        if self._settings_changed and not self._busy():
+            self._settings_changed = False
             self.loaded = None
             self.controller.set_model(None)
             self.model_status.setText("settings changed: loads on the next click")
@@ -503,6 +512,7 @@ class Sam2Widget(QWidget):
         for combo in (self.model_combo, self.size_combo):
             combo.blockSignals(False)
         self.loaded = loaded
+        self._settings_changed = False
         self.controller.set_model(loaded.model)
         self.model_status.setText(f"loaded: {loaded.description}")
         self._load_failed = False
@@ -540,8 +550,11 @@ class Sam2Widget(QWidget):
             self.progress_bar.setRange(0, 1000)
             self.progress_bar.setValue(int(1000 * done / total))
             self.progress_bar.setFormat(f"download {done / 1e6:.0f} / {total / 1e6:.0f} MB")
+            if self._progress is None and self._job_kind == "load":
+                from napari.utils import progress
+
+                self._progress = progress(total=1000, desc="downloading the model")
             if self._progress is not None:
-                self._progress.total = 1000
                 self._progress.n = int(1000 * done / total)
                 self._progress.refresh()
 
@@ -588,7 +601,9 @@ class Sam2Widget(QWidget):
         worker = _GeneratorJob.create(generator)
         self._worker = worker
         self._job_kind = kind
-        self._progress = progress(total=total or None, desc=description) if kind != "sync" else None
+        # napari's indeterminate progress bar animates constantly and slows everything
+        # down, so a bar appears only once the amount of work is known
+        self._progress = progress(total=total, desc=description) if total > 0 else None
         self.cancel_button.setEnabled(kind in ("load", "propagate"))
         self.delete_button.setEnabled(False)
         if kind != "sync":
@@ -632,6 +647,7 @@ class Sam2Widget(QWidget):
 
     def _run_pending(self) -> None:
         """Start the next job: load the model, send prompts, then propagate if asked."""
+        self._unload_if_changed()
         if self._busy() or self.controller.target is None:
             return
         if not (self._sync_wanted or self._propagate_request):
