@@ -1,0 +1,421 @@
+"""Track many stacks on dask.distributed: one input per task, outputs written by the workers.
+
+A batch is a list of :class:`BatchJob` (input, prompt file, output), planned from
+paths, glob patterns and manifests by :func:`plan_batch`, then run by
+:func:`run_batch` on a local cluster of worker processes (the default) or on an
+existing scheduler. Each worker process builds the model once and keeps it for every
+input it is given. A failing input is reported with its error and never stops the
+others; the outputs of finished inputs are complete (exports are atomic), so a batch
+can be re-run with ``skip_existing`` after fixing the failures.
+
+Workers on another machine must see the same paths (a shared file system) and have
+napari-sam2 installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .tracking import (
+    ModelChoice,
+    TrackOptions,
+    UsageError,
+    describe_error,
+    expected_errors,
+    output_name,
+    resolve_format,
+    track_file,
+)
+
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "BatchJob",
+    "JobResult",
+    "input_stem",
+    "read_manifest",
+    "plan_batch",
+    "run_job",
+    "run_batch",
+    "prefetch_models",
+    "format_summary",
+]
+
+DEFAULT_PROMPTS = "{dir}/{stem}.prompts.json"
+"""Where each input's prompt file is looked for unless told otherwise."""
+
+_MANIFEST_SUFFIXES = (".csv", ".json", ".txt")
+_COMPOUND = (".ome.tiff", ".ome.tif", ".ome.zarr")
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One input, its prompt file and where its export goes (absolute paths)."""
+
+    input: str
+    prompts: str
+    output: str
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How one input went. ``status``: 'done', 'skipped' (output existed) or 'failed'."""
+
+    job: BatchJob
+    status: str
+    error: str | None = None
+    details: str | None = None  # traceback of an unexpected error
+    seconds: float = 0.0
+    frames: int = 0
+    objects: dict[int, int] = field(default_factory=dict)  # object id -> frames with a mask
+    worker: str | None = None
+    pid: int | None = None
+    loaded_model: bool = False  # this task built its worker's model (the first one there did)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["objects"] = {str(k): v for k, v in self.objects.items()}
+        return data
+
+
+# ----------------------------------------------------------------------------- planning
+def input_stem(path: str | os.PathLike) -> str:
+    """The name of an input without its suffix ('a.ome.tif' -> 'a', 'frames/' -> 'frames')."""
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in _COMPOUND:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem if Path(name).suffix else name
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows ``{'input', 'prompts'?, 'output'?}`` of a manifest, paths resolved against its folder.
+
+    CSV needs a header with an ``input`` column (``prompts`` and ``output`` optional);
+    JSON is a list (or ``{"jobs": [...]}``) of such objects or of input paths; TXT is one
+    input per line (``#`` starts a comment). Relative outputs are returned as written.
+    """
+    path = Path(path).expanduser()
+    base = path.parent
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such manifest: {path}") from None
+    rows: list[dict[str, Any]]
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if reader.fieldnames is None or "input" not in [f.strip() for f in reader.fieldnames]:
+            raise UsageError(f"{path.name}: a CSV manifest needs a header line with an 'input' column (and optionally 'prompts', 'output')")
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    elif suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"{path.name} is not valid JSON: {err}") from None
+        if isinstance(data, dict) and isinstance(data.get("jobs"), list):
+            data = data["jobs"]
+        if not isinstance(data, list):
+            raise UsageError(f"{path.name}: a JSON manifest is a list of inputs or of {{\"input\", \"prompts\", \"output\"}} objects")
+        rows = [{"input": item} if isinstance(item, str) else item for item in data]
+    else:
+        rows = [{"input": line.strip()} for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    out = []
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not isinstance(row.get("input"), str) or not row["input"]:
+            raise UsageError(f"{path.name}, entry {number}: needs an 'input' path")
+        unknown = set(row) - {"input", "prompts", "output"}
+        if unknown:
+            raise UsageError(f"{path.name}, entry {number}: unknown field(s) {sorted(unknown)}")
+        entry = {"input": str(base / Path(row["input"]).expanduser())}
+        if row.get("prompts"):
+            entry["prompts"] = str(base / Path(str(row["prompts"])).expanduser())
+        if row.get("output"):
+            entry["output"] = str(row["output"])
+        out.append(entry)
+    return out
+
+
+def _prompts_for(input_path: Path, template: str) -> Path:
+    try:
+        text = template.format(stem=input_stem(input_path), name=input_path.name, dir=str(input_path.parent))
+    except (KeyError, IndexError, ValueError):
+        raise UsageError(f"the prompts template {template!r} may only use {{stem}}, {{name}} and {{dir}}") from None
+    return Path(text).expanduser().absolute()
+
+
+def plan_batch(
+    sources: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike | None = None,
+    format: str = "tiff",
+    prompts: str | None = None,
+) -> list[BatchJob]:
+    """Jobs for inputs, glob patterns and manifests (.csv, .json, .txt).
+
+    Each input's prompt file is the manifest's ``prompts`` entry, else ``prompts``: one
+    file for every input or a template using ``{stem}``, ``{name}`` and ``{dir}``,
+    else :data:`DEFAULT_PROMPTS`. Outputs are the manifest's ``output`` (relative to
+    ``output_dir``), else ``output_dir/<stem>`` plus the format's suffix. Two inputs
+    writing the same output, or a pattern matching nothing, is an error.
+    """
+    if format not in ("tiff", "ctc", "coco", "mattes"):
+        resolve_format(format, "x")  # raises the usual message
+    template = prompts if prompts is not None else DEFAULT_PROMPTS
+    out_dir = None if output_dir is None else Path(output_dir).expanduser().absolute()
+    entries: list[dict[str, str]] = []
+    for source in sources:
+        text = str(source)
+        if Path(text).suffix.lower() in _MANIFEST_SUFFIXES and not _is_glob(text):
+            entries.extend(read_manifest(text))
+        elif _is_glob(text):
+            matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
+            matches = [m for m in matches if Path(m).suffix.lower() not in _MANIFEST_SUFFIXES]
+            if not matches:
+                raise UsageError(f"no inputs match {text!r}")
+            entries.extend({"input": m} for m in matches)
+        else:
+            entries.append({"input": text})
+    if not entries:
+        raise UsageError("no inputs given")
+    jobs: list[BatchJob] = []
+    for entry in entries:
+        input_path = Path(entry["input"]).expanduser().absolute()
+        prompt_path = Path(entry["prompts"]) if "prompts" in entry else _prompts_for(input_path, template)
+        if "output" in entry:
+            output = Path(entry["output"]).expanduser()
+            if not output.is_absolute():
+                if out_dir is None:
+                    raise UsageError(f"the manifest gives a relative output {entry['output']!r}; pass an output folder for it")
+                output = out_dir / output
+            resolve_format(format, output)
+        else:
+            if out_dir is None:
+                raise UsageError("pass an output folder (--output-dir) for the inputs without an output in a manifest")
+            output = out_dir / output_name(input_stem(input_path), format)
+        jobs.append(BatchJob(str(input_path), str(prompt_path.absolute()), str(output.absolute())))
+    seen: dict[str, str] = {}
+    for job in jobs:
+        if job.output in seen:
+            raise UsageError(
+                f"{seen[job.output]} and {job.input} would both be written to {job.output}; "
+                "give them distinct outputs in a manifest"
+            )
+        seen[job.output] = job.input
+    return jobs
+
+
+# ----------------------------------------------------------------------------- workers
+_MODELS: "OrderedDict[tuple, Any]" = OrderedDict()
+_MODELS_LOCK = threading.Lock()
+_MODELS_KEPT = 2  # models kept per worker process (prompt files may name different ones)
+
+
+def _cached_model(choice: ModelChoice) -> tuple[Any, bool]:
+    """This process's model for ``choice`` and whether this call built it."""
+    from .tracking import load_model
+
+    key = choice.key()
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is not None:
+            _MODELS.move_to_end(key)
+            return model, False
+        model = load_model(choice)
+        _MODELS[key] = model
+        while len(_MODELS) > _MODELS_KEPT:
+            _MODELS.popitem(last=False)
+        return model, True
+
+
+def _worker_address() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return None
+
+
+def run_job(
+    job: BatchJob,
+    model: ModelChoice,
+    options: TrackOptions,
+    format: str,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+) -> JobResult:
+    """Track one input and write its export; never raises (the error goes into the result)."""
+    began = time.perf_counter()
+    where = {"worker": _worker_address(), "pid": os.getpid()}
+    output = Path(job.output)
+    if skip_existing and (output.exists() and not (output.is_dir() and not any(output.iterdir()))):
+        return JobResult(job, "skipped", seconds=0.0, **where)
+    loaded = False
+
+    def loader(choice: ModelChoice) -> Any:
+        nonlocal loaded
+        net, loaded = _cached_model(choice)
+        return net
+
+    try:
+        report = track_file(
+            job.input, job.prompts, job.output, format=format, model=model, options=options,
+            overwrite=overwrite, loader=loader,
+        )
+    except Exception as exc:
+        details = None if isinstance(exc, expected_errors()) else traceback.format_exc()
+        return JobResult(job, "failed", describe_error(exc), details, time.perf_counter() - began, loaded_model=loaded, **where)
+    return JobResult(
+        job, "done", seconds=time.perf_counter() - began, frames=report.frames[1] - report.frames[0] + 1,
+        objects=dict(report.object_frames), loaded_model=loaded, **where,
+    )
+
+
+# ----------------------------------------------------------------------------- client
+def prefetch_models(
+    jobs: Iterable[BatchJob], model: ModelChoice, progress: Callable[[str, int, int], None] | None = None
+) -> list[str]:
+    """Download the official checkpoints the jobs will use, once, before workers start.
+
+    Without this every worker process would fetch the same file at the same time. The
+    model of each job is the one given, else the one its prompt file names; unreadable
+    prompt files are skipped here (their job reports the error). Returns the names.
+    """
+    from .io.prompts import PromptSet
+    from .model.checkpoint import download_checkpoint, is_cached
+
+    if model.factory is not None or model.checkpoint != "official":
+        return []
+    names = set()
+    for job in jobs:
+        try:
+            prompts = PromptSet.from_json(job.prompts)
+        except Exception:
+            prompts = None
+        names.add(model.resolved(prompts).name)
+    fetched = []
+    for name in sorted(n for n in names if n):
+        if not is_cached(name):
+            callback = None if progress is None else (lambda done, total: progress("download", done, total))
+            download_checkpoint(name, progress=callback or False)
+        fetched.append(name)
+    return fetched
+
+
+def _default_workers(jobs: int, device: str | None) -> int:
+    if device and device.startswith(("cuda", "mps")):
+        return 1
+    return max(1, min(jobs, (os.cpu_count() or 1) // 2))
+
+
+def run_batch(
+    jobs: Sequence[BatchJob],
+    *,
+    model: ModelChoice | None = None,
+    options: TrackOptions = TrackOptions(),
+    format: str = "tiff",
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    scheduler: str | None = None,
+    client: Any = None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    on_result: Callable[[JobResult], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[JobResult]:
+    """Run every job as one dask task and return the results in job order.
+
+    Uses ``client`` if given, else connects to ``scheduler``, else starts a local
+    cluster of ``workers`` processes with ``threads_per_worker`` threads each (default:
+    one worker per two CPU cores, one on a GPU; torch gets the cores divided among the
+    tasks that run at once). ``model`` is built once per worker process; its ``factory``
+    may be a callable (importable by the workers) or a 'module:function' spec.
+    ``on_result`` is called on this side as each job finishes.
+    """
+    from distributed import Client, LocalCluster, as_completed
+
+    if not jobs:
+        return []
+    if overwrite and skip_existing:
+        raise UsageError("choose either overwrite or skip_existing, not both")
+    model = model or ModelChoice()
+    for job in jobs:
+        Path(job.output).parent.mkdir(parents=True, exist_ok=True)
+    cluster = None
+    own_client = None
+    if client is None:
+        if scheduler is None:
+            n_workers = workers or _default_workers(len(jobs), model.device)
+            if threads_per_worker < 1 or n_workers < 1:
+                raise UsageError("workers and threads per worker must be at least 1")
+            if model.torch_threads is None and (model.device in (None, "auto", "cpu")):
+                cores = os.cpu_count() or 1
+                model = replace(model, torch_threads=max(1, cores // (n_workers * threads_per_worker)))
+            prefetch_models(jobs, model, progress)
+            cluster = LocalCluster(
+                n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                dashboard_address=None, silence_logs=40,
+            )
+            own_client = client = Client(cluster)
+        else:
+            try:
+                own_client = client = Client(scheduler, timeout="20s")
+            except OSError as err:
+                raise OSError(f"cannot reach the dask scheduler at {scheduler}: {err}") from None
+    try:
+        futures = {}
+        for index, job in enumerate(jobs):
+            key = f"napari-sam2-{index}-{input_stem(job.input)}-{os.urandom(4).hex()}"
+            future = client.submit(run_job, job, model, options, format, overwrite, skip_existing, key=key, pure=False)
+            futures[future] = index
+        results: list[JobResult | None] = [None] * len(jobs)
+        try:
+            for future in as_completed(list(futures)):
+                index = futures[future]
+                try:
+                    result = future.result()
+                except Exception as exc:  # the task itself never raises: its worker died
+                    result = JobResult(jobs[index], "failed", f"the worker running it was lost ({describe_error(exc)})")
+                results[index] = result
+                if on_result is not None:
+                    on_result(result)
+        except BaseException:
+            client.cancel(list(futures), force=True)
+            raise
+        return [r for r in results if r is not None]
+    finally:
+        if own_client is not None:
+            own_client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def format_summary(results: Sequence[JobResult]) -> str:
+    """A plain-text table of the results and a count line."""
+    rows = [("status", "input", "frames", "seconds", "output / error")]
+    for r in results:
+        detail = r.job.output if r.ok else (r.error or "")
+        rows.append((r.status, Path(r.job.input).name, str(r.frames) if r.frames else "-", f"{r.seconds:.1f}", detail))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip() for row in rows]
+    counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed")}
+    lines.append(f"{len(results)} inputs: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n or status == "failed"))
+    return "\n".join(lines)

@@ -1,0 +1,544 @@
+"""The ``napari-sam2`` command: headless tracking, batches on dask, models, and the GUI.
+
+Exit status: 0 on success, 1 when something fails while running (unreadable input,
+prompts that do not fit the stack, an existing output, no network, a failed batch
+input), 2 for a wrong command line, 130 when interrupted. Expected errors print one
+``error: ...`` line; ``--debug`` shows the traceback. Progress bars go to stderr,
+results to stdout. Only ``gui`` imports napari.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import textwrap
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+from . import __version__
+from .tracking import (
+    DIRECTIONS,
+    FORMATS,
+    ModelChoice,
+    TrackOptions,
+    UsageError,
+    describe_error,
+    expected_errors,
+    parse_frame_range,
+)
+
+__all__ = ["main", "build_parser"]
+
+SAMPLES = ("cells", "clip", "nuclei")  # sample data keys of the plugin manifest
+WIDGET = "Segment and track"  # display name of the dock widget in the manifest
+PLUGIN = "napari-sam2"
+
+_TRACK_EXAMPLES = """\
+examples:
+  napari-sam2 track movie.tif --prompts movie.prompts.json --output movie.labels.tif
+  napari-sam2 track clip.mp4 -p clip.json -o clip.coco.json --model sam2.1_hiera_large --image-size 512
+  napari-sam2 track stack.ome.tif -p p.json -o stack_RES --format ctc --axis T --at Z=12 --frames 0:200
+  napari-sam2 track cells.tif -p p.json -o mattes --format mattes --feather 3 --overwrite
+
+The prompt file is the JSON the plugin saves (version 1): per object, clicks, boxes or
+painted masks on chosen frames, in (row, col) pixels of the original frames. Output
+frame 0 is input frame START of --frames. Object ids are the label values.
+"""
+
+_BATCH_EXAMPLES = """\
+examples:
+  napari-sam2 batch 'data/*.tif' --output-dir results
+  napari-sam2 batch 'data/**/*.tif' -o results --prompts '{dir}/prompts/{stem}.json' --workers 4
+  napari-sam2 batch jobs.csv -o results --format coco --scheduler tcp://10.0.0.5:8786
+  napari-sam2 batch 'data/*.tif' -o results --skip-existing --report results/report.json
+
+Inputs are files, folders, glob patterns (quote them) or manifests: a .csv with the
+columns input[,prompts][,output], a .json list of such objects, or a .txt with one
+input per line; manifest paths are relative to the manifest. Each input's prompt file
+is --prompts (one file, or a template with {stem}, {name}, {dir}), by default
+{dir}/{stem}.prompts.json next to the input. Outputs are named <stem>.labels.tif,
+<stem>_RES, <stem>.coco.json or <stem>_mattes. With --scheduler, the workers must see
+the same paths and have napari-sam2 installed.
+"""
+
+
+# ----------------------------------------------------------------------------- console
+class Console:
+    """Notes, errors and tqdm progress bars on stderr; ``quiet`` keeps only errors."""
+
+    _LABELS = {"download": "downloading model", "prompts": "prompts", "track": "tracking", "export": "exporting", "batch": "inputs"}
+    _UNITS = {"download": "B", "prompts": "prompt", "track": "frame", "export": "frame", "batch": "input"}
+
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self._bars: dict[str, Any] = {}
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self._clear()
+            print(f"napari-sam2: {message}", file=self.stream, flush=True)
+
+    def error(self, message: str) -> None:
+        self.close()
+        print(f"error: {message}", file=self.stream, flush=True)
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        bar = self._bars.get(stage)
+        if bar is None:
+            for other in [s for s in self._bars if s != stage]:
+                self._bars.pop(other).close()
+            binary = stage == "download"
+            bar = tqdm(
+                total=total or None, desc=self._LABELS.get(stage, stage), unit=self._UNITS.get(stage, "it"),
+                unit_scale=binary, unit_divisor=1024 if binary else 1000, file=self.stream, dynamic_ncols=True,
+                mininterval=0.2, leave=True,
+            )
+            self._bars[stage] = bar
+        if total and bar.total != total:
+            bar.total = total
+        if done > bar.n:
+            bar.update(done - bar.n)
+        if total and done >= total:
+            self._bars.pop(stage).close()
+
+    def _clear(self) -> None:
+        for bar in self._bars.values():
+            bar.clear()
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
+
+
+# ----------------------------------------------------------------------------- parser
+def _image_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if value <= 0 or value % 32:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 32 (e.g. 512, 768, 1024), got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _feather(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a radius in pixels, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a radius >= 0 pixels, got {text}")
+    return value
+
+
+def _contrast(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 100,4000), got {text!r}") from None
+    if not high > low:
+        raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {text!r}")
+    return low, high
+
+
+def _held(text: str) -> dict[str, int]:
+    held: dict[str, int] = {}
+    for part in text.split(","):
+        axis, sep, index = part.partition("=")
+        try:
+            if not sep or not axis.strip():
+                raise ValueError
+            held[axis.strip()] = int(index)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected AXIS=INDEX (e.g. Z=12 or 1=12), got {part!r}") from None
+    return held
+
+
+def _frames(text: str) -> tuple[int | None, int | None] | None:
+    try:
+        return parse_frame_range(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output and diagnostics")
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes, only errors and results")
+    group.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    from .model.config import MODEL_NAMES
+
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model", metavar="NAME", choices=MODEL_NAMES,
+        help="official variant: " + ", ".join(MODEL_NAMES) + ". Default: the one the prompt file names, "
+        "else sam2.1_hiera_base_plus on a GPU and sam2.1_hiera_tiny elsewhere",
+    )
+    group.add_argument(
+        "--checkpoint", metavar="PATH",
+        help="a local .pt checkpoint instead of the official download (its variant is read from the weights)",
+    )
+    group.add_argument(
+        "--model-factory", metavar="MODULE:FUNC",
+        help="build the model by calling a Python function ('package.module:function' or 'file.py:function'); "
+        "for custom or fine-tuned architectures. Called with image_size= when --image-size is given",
+    )
+    group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)")
+    group.add_argument(
+        "--image-size", type=_image_size, metavar="PX",
+        help="model input size; 512 runs about 4x faster than the full 1024 with the same weights "
+        "(default: the prompt file's, else the model's)",
+    )
+    group.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                       help="auto: bfloat16 on GPUs that support it, float32 elsewhere (default: auto)")
+    group.add_argument("--threads", type=_positive, metavar="N", help="CPU threads for torch (default: torch's choice; in a batch, the cores divided among the workers)")
+
+
+def _track_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tracking")
+    group.add_argument(
+        "--direction", choices=DIRECTIONS, default="both",
+        help="both (default): forward from the earliest prompted frame, then backward from it, so every frame gets "
+        "labels; forward: from the earliest prompted frame to the end; backward: from the latest to the start",
+    )
+    group.add_argument("--frames", type=_frames, metavar="START:END", help="track and export only frames START..END-1 (either side may be left out)")
+    group.add_argument("--axis", metavar="AXIS", help="the axis to walk: a letter of the file's axes (T, Z, ...) or an index (default: T, else Z)")
+    group.add_argument("--at", type=_held, action="append", metavar="AXIS=INDEX",
+                       help="hold another stack axis at one index, e.g. --at Z=12 or --at C=1 (default: index 0)")
+    group.add_argument("--fill-holes", type=_non_negative, default=0, metavar="N",
+                       help="fill holes up to N pixels inside masks, at the model's mask resolution (default: 0, off)")
+    group.add_argument("--remove-small", type=_non_negative, default=0, metavar="N",
+                       help="remove specks up to N pixels, at the model's mask resolution (default: 0, off)")
+    group.add_argument("--contrast", type=_contrast, metavar="LOW,HIGH",
+                       help="intensity range mapped to the model input for 16-bit and float data "
+                       "(default: the prompt file's, else a robust estimate)")
+    group.add_argument("--feather", type=_feather, default=0.0, metavar="PX", help="soft matte edge radius in pixels (mattes only; default: 0, hard edges)")
+    group.add_argument("--temp-dir", metavar="DIR", help="where the temporary label stack is kept while tracking (default: next to the output)")
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=79)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``napari-sam2`` command."""
+    parser = argparse.ArgumentParser(
+        prog="napari-sam2",
+        description="Segment and track objects through time-lapses, z-stacks and videos with SAM 2.",
+        epilog="Run 'napari-sam2 COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-sam2 {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    gui = commands.add_parser(
+        "gui", help="open napari with the SAM 2 panel", formatter_class=raw,
+        description="Open napari with the SAM 2 dock widget, and a file or a sample dataset.",
+        epilog="examples:\n  napari-sam2 gui\n  napari-sam2 gui --sample cells\n  napari-sam2 gui movie.tif",
+    )
+    gui.add_argument("path", nargs="?", help="a stack, video or image folder to open")
+    gui.add_argument("--sample", choices=SAMPLES, help="open a sample: cells (16-bit time-lapse), clip (RGB video), nuclei (z-stack)")
+    _common(gui)
+    gui.set_defaults(handler=_gui)
+
+    track = commands.add_parser(
+        "track", help="track the objects of a prompt file through one stack and export the labels",
+        formatter_class=raw, epilog=_TRACK_EXAMPLES,
+        description=_wrap(
+            "Track the objects of a prompt file through a stack (TIFF, OME-TIFF, video, image folder, .npy, "
+            "zarr) and export the labels. The stack is read lazily and the labels are written frame by frame, "
+            "so long stacks need little memory; the output appears only when it is complete."
+        ),
+    )
+    track.add_argument("input", help="the stack or video")
+    track.add_argument("-p", "--prompts", required=True, metavar="JSON", help="the prompt file")
+    track.add_argument("-o", "--output", required=True, metavar="OUT", help="the output file or folder")
+    track.add_argument("-f", "--format", choices=tuple(FORMATS), help="; ".join(f"{k}: {v}" for k, v in FORMATS.items())
+                       + " (default: from the output name, .tif = tiff, .json = coco)")
+    track.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _model_arguments(track)
+    _track_arguments(track)
+    _common(track)
+    track.set_defaults(handler=_track)
+
+    batch = commands.add_parser(
+        "batch", help="track many stacks in parallel on dask (local processes or a cluster)",
+        formatter_class=raw, epilog=_BATCH_EXAMPLES,
+        description=_wrap(
+            "Track many stacks, one dask task per input, on a local cluster of worker processes or an existing "
+            "dask scheduler. Each worker loads the model once and writes its own outputs. A failing input is "
+            "reported and the others go on; the exit status is 1 if any failed."
+        ),
+    )
+    batch.add_argument("inputs", nargs="+", metavar="INPUT", help="inputs, glob patterns or manifests (.csv, .json, .txt)")
+    batch.add_argument("-o", "--output-dir", metavar="DIR", help="folder for the outputs (required unless a manifest gives every output)")
+    batch.add_argument("-p", "--prompts", metavar="JSON_OR_TEMPLATE",
+                       help="one prompt file for every input, or a template such as '{dir}/{stem}.json' (default: '{dir}/{stem}.prompts.json')")
+    batch.add_argument("-f", "--format", choices=tuple(FORMATS), default="tiff", help="export format for every input (default: tiff)")
+    existing = batch.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists alone (to resume a batch)")
+    cluster = batch.add_argument_group("cluster")
+    cluster.add_argument("--scheduler", metavar="ADDRESS", help="an existing dask scheduler, e.g. tcp://host:8786 (default: start local workers)")
+    cluster.add_argument("--workers", type=_positive, metavar="N", help="local worker processes (default: one per two CPU cores; one on a GPU)")
+    cluster.add_argument("--threads-per-worker", type=_positive, default=1, metavar="M", help="inputs each local worker runs at once (default: 1)")
+    batch.add_argument("--report", metavar="JSON", help="also write the results (status, error, timing, worker) to this JSON file")
+    _model_arguments(batch)
+    _track_arguments(batch)
+    _common(batch)
+    batch.set_defaults(handler=_batch)
+
+    models = commands.add_parser("models", help="list the official models and which are downloaded",
+                                 description="List the official SAM 2 models, their download size and whether they are cached.")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _common(models)
+    models.set_defaults(handler=_models)
+
+    download = commands.add_parser(
+        "download", help="download official models into the cache", formatter_class=raw,
+        description="Download official SAM 2 checkpoints into the cache (checked by SHA-256).",
+        epilog="examples:\n  napari-sam2 download sam2.1_hiera_tiny\n  napari-sam2 download --all\n\n"
+        "The cache folder can be moved with the NAPARI_SAM2_CACHE environment variable.",
+    )
+    download.add_argument("names", nargs="*", metavar="NAME", help="model names (see 'napari-sam2 models')")
+    download.add_argument("--all", action="store_true", help="download every official model")
+    _common(download)
+    download.set_defaults(handler=_download)
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+def _model_choice(args: argparse.Namespace) -> ModelChoice:
+    if args.model_factory and (args.model or args.checkpoint):
+        raise UsageError("--model-factory builds the model itself; do not combine it with --model or --checkpoint")
+    return ModelChoice(
+        name=args.model,
+        checkpoint=args.checkpoint or "official",
+        factory=args.model_factory,
+        device=None if args.device == "auto" else args.device,
+        image_size=args.image_size,
+        torch_threads=args.threads,
+    )
+
+
+def _track_options(args: argparse.Namespace) -> TrackOptions:
+    held: dict[str, int] = {}
+    for part in args.at or []:
+        held.update(part)
+    return TrackOptions(
+        direction=args.direction,
+        frames=args.frames,
+        axis=args.axis,
+        at=held or None,
+        fill_holes=args.fill_holes,
+        remove_small=args.remove_small,
+        contrast_limits=args.contrast,
+        feather=args.feather,
+        precision=args.precision,
+        temp_dir=args.temp_dir,
+    )
+
+
+def _track(args: argparse.Namespace, console: Console) -> int:
+    from .tracking import track_file
+
+    if args.feather and args.format not in (None, "mattes"):
+        raise UsageError("--feather only applies to --format mattes")
+    report = track_file(
+        args.input, args.prompts, args.output, format=args.format, model=_model_choice(args),
+        options=_track_options(args), overwrite=args.overwrite, progress=console.progress, notify=console.note,
+    )
+    console.close()
+    first, last = report.frames
+    objects = ", ".join(f"{obj}: {n}" for obj, n in report.object_frames.items())
+    print(
+        f"wrote {report.output} ({report.format}, frames {first}-{last}, {len(report.object_frames)} objects; "
+        f"frames with a mask per object: {objects}) in {report.seconds:.1f} s"
+    )
+    return 0
+
+
+def _batch(args: argparse.Namespace, console: Console) -> int:
+    from .batch import format_summary, plan_batch, run_batch
+
+    if args.scheduler and (args.workers or args.threads_per_worker != 1):
+        raise UsageError("--workers and --threads-per-worker set up local workers; they do not apply with --scheduler")
+    jobs = plan_batch(args.inputs, args.output_dir, args.format, args.prompts)
+    report_path = Path(args.report).expanduser() if args.report else None
+    if report_path is not None and report_path.exists() and not args.overwrite:
+        raise FileExistsError(f"{report_path} already exists; use --overwrite to replace it")
+    where = f"the scheduler at {args.scheduler}" if args.scheduler else "local workers"
+    console.note(f"{len(jobs)} inputs on {where}")
+    done = 0
+
+    def on_result(result: Any) -> None:
+        nonlocal done
+        done += 1
+        if not result.ok:
+            console.note(f"failed: {result.job.input}: {result.error}")
+            if args.debug and result.details:
+                console.note(result.details)
+        console.progress("batch", done, len(jobs))
+
+    began = time.perf_counter()
+    results = run_batch(
+        jobs, model=_model_choice(args), options=_track_options(args), format=args.format,
+        overwrite=args.overwrite, skip_existing=args.skip_existing, scheduler=args.scheduler,
+        workers=args.workers, threads_per_worker=args.threads_per_worker, on_result=on_result,
+        progress=console.progress,
+    )
+    console.close()
+    print(format_summary(results))
+    print(f"total {time.perf_counter() - began:.1f} s")
+    if report_path is not None:
+        from .io.atomic import atomic_output
+
+        text = json.dumps([r.to_dict() for r in results], indent=1)
+        with atomic_output(report_path, overwrite=True) as temp:
+            temp.write_text(text + "\n", encoding="utf-8")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _models(args: argparse.Namespace, console: Console) -> int:
+    from .model.checkpoint import CACHE_ENV, OFFICIAL_CHECKPOINTS, cache_dir, checkpoint_path, is_cached
+
+    rows = [
+        {
+            "name": name,
+            "size": entry.size,
+            "cached": is_cached(name),
+            "path": str(checkpoint_path(name)),
+        }
+        for name, entry in OFFICIAL_CHECKPOINTS.items()
+    ]
+    if args.json:
+        print(json.dumps({"cache": str(cache_dir()), "models": rows}, indent=1))
+        return 0
+    print(f"cache folder: {cache_dir()}  (set {CACHE_ENV} to move it)")
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'model'.ljust(width)}  {'download':>9}  cached")
+    for r in rows:
+        size = f"{r['size'] / 1e6:.0f} MB" if r["size"] else "?"
+        print(f"{r['name'].ljust(width)}  {size:>9}  {'yes' if r['cached'] else 'no'}")
+    print("default: sam2.1_hiera_tiny on CPU, sam2.1_hiera_base_plus on a GPU (or the one a prompt file names)")
+    return 0
+
+
+def _download(args: argparse.Namespace, console: Console) -> int:
+    from .model.checkpoint import OFFICIAL_CHECKPOINTS, download_checkpoint, is_cached
+
+    names = list(OFFICIAL_CHECKPOINTS) if args.all else list(dict.fromkeys(args.names))
+    if not names:
+        raise UsageError("name at least one model (see 'napari-sam2 models'), or pass --all")
+    unknown = [n for n in names if n not in OFFICIAL_CHECKPOINTS]
+    if unknown:
+        raise UsageError(f"unknown model {unknown[0]!r}; known models: {', '.join(OFFICIAL_CHECKPOINTS)}")
+    failed = 0
+    for name in names:
+        was_cached = is_cached(name)
+        try:
+            callback = (lambda done, total: console.progress("download", done, total)) if not console.quiet else False
+            path = download_checkpoint(name, progress=callback)
+        except Exception as exc:
+            console.error(f"{name}: {describe_error(exc)}")
+            failed += 1
+            continue
+        console.close()
+        print(f"{name}: {'already cached' if was_cached else 'downloaded'} at {path}")
+    return 1 if failed else 0
+
+
+def _gui(args: argparse.Namespace, console: Console) -> int:
+    if args.path is not None and not Path(args.path).expanduser().exists():
+        raise FileNotFoundError(f"no such file or folder: {args.path}")
+    try:
+        import napari
+    except ImportError as err:
+        raise RuntimeError(f"napari is not installed or cannot start ({err}); install napari-sam2 with a Qt backend, e.g. pip install 'napari-sam2[qt]'") from None
+    viewer = napari.Viewer(title="napari-sam2")
+    if args.path is not None:
+        _open_in(viewer, Path(args.path).expanduser())
+    if args.sample is not None:
+        viewer.open_sample(PLUGIN, args.sample)
+    viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    napari.run()
+    return 0
+
+
+def _open_in(viewer: Any, path: Path) -> None:
+    """Open with our lazy reader when it takes the file, else with napari's own choice."""
+    from .io.tiff import TIFF_SUFFIXES
+    from .io.video import VIDEO_SUFFIXES
+
+    ours = path.is_file() and path.name.lower().endswith(tuple(TIFF_SUFFIXES) + tuple(VIDEO_SUFFIXES))
+    viewer.open(str(path), plugin=PLUGIN if ours else None)
+
+
+# ----------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (the console script exits with it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version and usage errors
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    console = Console(quiet=args.quiet)
+    if args.quiet:
+        logging.getLogger("pooch").setLevel(logging.WARNING)  # its "Downloading ..." lines
+    handler: Callable[[argparse.Namespace, Console], int] = args.handler
+    try:
+        return handler(args, console)
+    except KeyboardInterrupt:
+        console.error("interrupted; outputs that were not finished were not written")
+        return 130
+    except UsageError as err:
+        if args.debug:
+            traceback.print_exc()
+        console.error(str(err))
+        return 2
+    except Exception as err:
+        if args.debug:
+            traceback.print_exc()
+        message = describe_error(err)
+        if not isinstance(err, expected_errors()) and not args.debug:
+            message += " (run with --debug for the traceback)"
+        console.error(message)
+        return 1
+    finally:
+        console.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
