@@ -247,6 +247,7 @@ MEMORY_PROBE = textwrap.dedent(
                            conditioned_cache_bytes=2 << 20, record_ram_bytes=4 << 20)
     session.add_points(0, 1, [[128, 128]], [1])
     session.add_points(0, 2, [[40, 40]], [1])
+    session.add_points(0, 3, [[200, 60]], [1])
     for frame, out in session.propagate():
         pass
     record = session._records.get((1, frames - 1))
@@ -271,7 +272,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_frames(tmp_path):
     assert large["spilled"] > small["spilled"] > 0
     growth = large["peak_kb"] / small["peak_kb"] - 1
     # sanity of the test itself: keeping every record in RAM would exceed the bound
-    kept_in_ram = 2 * (1200 - 300) * large["record_bytes"] / 1024
+    kept_in_ram = 3 * (1200 - 300) * large["record_bytes"] / 1024
     assert kept_in_ram > 0.10 * small["peak_kb"]
     print(f"peak RSS 300 frames {small['peak_kb'] / 1024:.1f} MiB, 1200 frames {large['peak_kb'] / 1024:.1f} MiB, growth {growth:.1%}")
     assert growth < 0.10
