@@ -320,8 +320,15 @@ def prefetch_models(
     return fetched
 
 
+def _on_cpu(device: str | None) -> bool:
+    from .tracking import _device
+
+    return _device(device).type == "cpu"
+
+
 def _default_workers(jobs: int, device: str | None) -> int:
-    if device and device.startswith(("cuda", "mps")):
+    """One worker per two CPU cores, or a single one that has the GPU to itself."""
+    if not _on_cpu(device):
         return 1
     return max(1, min(jobs, (os.cpu_count() or 1) // 2))
 
@@ -357,8 +364,6 @@ def run_batch(
     if overwrite and skip_existing:
         raise UsageError("choose either overwrite or skip_existing, not both")
     model = model or ModelChoice()
-    for job in jobs:
-        Path(job.output).parent.mkdir(parents=True, exist_ok=True)
     cluster = None
     own_client = None
     if client is None:
@@ -366,13 +371,13 @@ def run_batch(
             n_workers = workers or _default_workers(len(jobs), model.device)
             if threads_per_worker < 1 or n_workers < 1:
                 raise UsageError("workers and threads per worker must be at least 1")
-            if model.torch_threads is None and (model.device in (None, "auto", "cpu")):
+            if model.torch_threads is None and _on_cpu(model.device):
                 cores = os.cpu_count() or 1
                 model = replace(model, torch_threads=max(1, cores // (n_workers * threads_per_worker)))
             prefetch_models(jobs, model, progress)
             cluster = LocalCluster(
                 n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                dashboard_address=None, silence_logs=40,
+                dashboard_address=":0", silence_logs=40,  # any free port: several batches may run
             )
             own_client = client = Client(cluster)
         else:

@@ -369,12 +369,13 @@ def _track_options(args: argparse.Namespace) -> TrackOptions:
 
 
 def _track(args: argparse.Namespace, console: Console) -> int:
-    from .tracking import track_file
+    from .tracking import resolve_format, track_file
 
-    if args.feather and args.format not in (None, "mattes"):
+    fmt = resolve_format(args.format, args.output)
+    if args.feather and fmt != "mattes":
         raise UsageError("--feather only applies to --format mattes")
     report = track_file(
-        args.input, args.prompts, args.output, format=args.format, model=_model_choice(args),
+        args.input, args.prompts, args.output, format=fmt, model=_model_choice(args),
         options=_track_options(args), overwrite=args.overwrite, progress=console.progress, notify=console.note,
     )
     console.close()
@@ -392,6 +393,8 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
 
     if args.scheduler and (args.workers or args.threads_per_worker != 1):
         raise UsageError("--workers and --threads-per-worker set up local workers; they do not apply with --scheduler")
+    if args.feather and args.format != "mattes":
+        raise UsageError("--feather only applies to --format mattes")
     jobs = plan_batch(args.inputs, args.output_dir, args.format, args.prompts)
     report_path = Path(args.report).expanduser() if args.report else None
     if report_path is not None and report_path.exists() and not args.overwrite:

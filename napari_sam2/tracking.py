@@ -202,6 +202,36 @@ class _AxisView:
         return np.asarray(self._data[tuple(where)])
 
 
+class _Guarded:
+    """Frames whose read errors name the file and the frame (a corrupt or truncated stack
+    often fails only when a damaged frame is reached, deep inside the tracking)."""
+
+    def __init__(self, frames: Any, name: str) -> None:
+        self._frames = frames
+        self._name = name
+        self.shape = tuple(int(s) for s in frames.shape)
+        self.dtype = np.dtype(frames.dtype)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self._frames[key])
+        except IndexError:
+            raise
+        except Exception as err:
+            raise OSError(f"cannot read frame {key} of {self._name}: {describe_error(err)}") from err
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        try:
+            data = np.asarray(self._frames)
+        except Exception as err:
+            raise OSError(f"cannot read {self._name}: {describe_error(err)}") from err
+        return data if dtype is None else data.astype(dtype)
+
+
 def select_frames(
     array: Any, metadata: Mapping[str, Any], axis: str | int | None = None, at: Mapping[str, int] | None = None
 ) -> FrameSelection:
@@ -711,7 +741,7 @@ def track_file(
         with LabelStore((last - first + 1, height, width), dtype, options.temp_dir or output.parent, prefix=f".{output.name}.tracking-") as store:
             session = VideoSession(
                 net,
-                selection.frames,
+                _Guarded(selection.frames, input.name),
                 fill_hole_area=options.fill_holes,
                 remove_area=options.remove_small,
                 contrast_limits=None if limits is None else tuple(limits),  # type: ignore[arg-type]
