@@ -63,7 +63,7 @@ def open_widget(viewer: Any) -> Any:
     return widget
 
 
-def ready(widget: Any, qtbot: Any, timeout: int = 60_000) -> None:
+def ready(widget: Any, qtbot: Any, timeout: int = 300_000) -> None:
     """Wait until every queued engine job has run."""
 
     def idle() -> bool:

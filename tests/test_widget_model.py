@@ -64,7 +64,7 @@ def test_first_click_downloads_with_progress_then_segments(make_napari_viewer, q
     probe.start(2)
     t = widget.controller.target
     click(viewer, qtbot, t.points, clip.centers[3][0])
-    ready(widget, qtbot, timeout=120_000)
+    ready(widget, qtbot, timeout=300_000)
     probe.stop()
     assert served_checkpoint.is_file(), "the file is cached for next time"
     assert any(f.startswith("download") and "MB" in f for f in seen), "download progress was shown"

@@ -55,7 +55,7 @@ def test_screenshots_of_main_states(make_napari_viewer, qtbot, tmp_path):
 
     # 2. propagation in progress: the viewer stays live, frames appear one by one
     qtbot.mouseClick(widget.propagate_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: widget._frames_done >= 6, timeout=120_000)
+    qtbot.waitUntil(lambda: widget._frames_done >= 6, timeout=300_000)
     shots.append(screenshot(viewer, qtbot, tmp_path, "02-propagating"))
     qtbot.mouseClick(widget.cancel_button, Qt.LeftButton)
     ready(widget, qtbot)
@@ -97,7 +97,7 @@ def _read_png(path):
 
 
 def _shrink_copies(folder: str, names: list[str]) -> None:
-    """Docs copies: at most 1200 px wide, 256 colours, so the repository stays small."""
+    """Docs copies: at most 1000 px wide, 64 colours, so the repository stays small."""
     from pathlib import Path
 
     from PIL import Image
@@ -105,6 +105,6 @@ def _shrink_copies(folder: str, names: list[str]) -> None:
     for name in names:
         path = Path(folder) / name
         image = Image.open(path).convert("RGB")
-        if image.width > 1200:
-            image = image.resize((1200, round(image.height * 1200 / image.width)), Image.LANCZOS)
-        image.quantize(colors=256, method=Image.MEDIANCUT, dither=Image.NONE).save(path, optimize=True)
+        if image.width > 1000:
+            image = image.resize((1000, round(image.height * 1000 / image.width)), Image.LANCZOS)
+        image.quantize(colors=64, method=Image.MEDIANCUT, dither=Image.NONE).save(path, optimize=True)

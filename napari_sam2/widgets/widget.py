@@ -7,12 +7,12 @@ the GUI thread as they arrive, so the viewer never freezes.
 
 from __future__ import annotations
 
+import functools
 import threading
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -70,6 +70,20 @@ def _notify(kind: str, message: str) -> None:
     )(message)
 
 
+class _Lifetime:
+    """Plain-Python state that outlives the Qt widget: results arriving after the widget
+    was deleted (viewer closed mid-job) are dropped and the job is told to stop."""
+
+    def __init__(self) -> None:
+        self.alive = True
+        self.cancel = threading.Event()
+
+
+def _on_destroyed(lifetime: _Lifetime, *args: Any) -> None:
+    lifetime.alive = False
+    lifetime.cancel.set()
+
+
 def _swatch(color: tuple[float, float, float, float]) -> QIcon:
     pixmap = QPixmap(14, 14)
     pixmap.fill(QColor.fromRgbF(*[min(max(c, 0.0), 1.0) for c in color]))
@@ -101,6 +115,9 @@ class Sam2Widget(QWidget):
         self._frames_done = 0
         self._frames_kept = 0
         self._bound_keys: list[str] = []
+
+        self._lifetime = _Lifetime()
+        self.destroyed.connect(functools.partial(_on_destroyed, self._lifetime))
 
         self._sync_timer = QTimer(self, singleShot=True, interval=30)
         self._sync_timer.timeout.connect(self._run_pending)
@@ -312,7 +329,11 @@ class Sam2Widget(QWidget):
 
     def close_widget(self) -> None:
         """Unbind keys, stop jobs and let go of the layers (which stay, unchanged)."""
+        if not self._lifetime.alive:
+            return
         self.cancel()
+        self._lifetime.cancel.set()
+        self._lifetime.alive = False
         for key in self._bound_keys:
             try:
                 self.viewer.bind_key(key, None)
@@ -334,6 +355,15 @@ class Sam2Widget(QWidget):
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self.close_widget()
         super().closeEvent(event)
+
+    def event(self, event: Any) -> bool:
+        """napari closes a panel by taking it out of its dock: then stop and unbind."""
+        if event.type() == QEvent.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif getattr(self, "_docked", False):
+                self.close_widget()
+        return super().event(event)
 
     def _image_layers(self) -> list[Any]:
         from napari.layers import Image
@@ -587,6 +617,7 @@ class Sam2Widget(QWidget):
     def _fresh_cancel(self) -> threading.Event:
         """A new cancel flag for the job about to start (the old one may be set)."""
         self._cancel = threading.Event()
+        self._lifetime.cancel = self._cancel
         return self._cancel
 
     @property
@@ -609,8 +640,10 @@ class Sam2Widget(QWidget):
         if kind != "sync":
             self.status_label.setText(description + "...")
 
+        lifetime = self._lifetime
+
         def done(outcome: Any) -> None:
-            if self._worker is not worker:
+            if not lifetime.alive or self._worker is not worker:
                 return
             self._worker = None
             self._job_kind = ""
@@ -628,7 +661,7 @@ class Sam2Widget(QWidget):
                 self._sync_timer.start()
 
         if on_yield is not None:
-            worker.yielded.connect(on_yield)
+            worker.yielded.connect(lambda value: on_yield(value) if lifetime.alive else None)
         worker.returned.connect(done)
         worker.errored.connect(lambda exc: done(JobOutcome(error=exc)))
         worker.start()
