@@ -271,3 +271,50 @@ def test_closing_the_panel_mid_propagation_stops_cleanly(make_napari_viewer, qtb
     assert len(viewer.layers) == 4, "the layers stay"
     press(viewer, qtbot, Qt.Key_G)  # the panel's shortcuts are gone with it
     assert widget._worker is worker and not worker.is_running
+
+
+def test_save_and_load_prompts(make_napari_viewer, qtbot, small_cells, tmp_path, notes):
+    viewer = new_viewer(make_napari_viewer, qtbot)
+    layer, widget = _setup(viewer, small_cells.image)
+    t = widget.controller.target
+    click(viewer, qtbot, t.points, small_cells.centers[3][0])
+    click(viewer, qtbot, t.points, (5, 5), shift=True)
+    ready(widget, qtbot)
+    widget.new_object()
+    viewer.dims.set_current_step(0, 2)
+    viewer.layers.selection.active = t.boxes
+    drag(viewer, qtbot, t.boxes, (60, 60), (90, 100))
+    viewer.dims.set_current_step(0, 5)
+    viewer.layers.selection.active = t.labels
+    t.labels.selected_label = 3
+    t.labels.mode = "fill"
+    click(viewer, qtbot, t.labels, (2, 120))  # fill the background with object 3 on frame 5
+    ready(widget, qtbot)
+    widget.object_table.item(0, 1).setText("mother")
+    before = widget.controller.prompts()
+    assert set(before) == {(0, 1), (2, 2), (5, 3)}
+    path = widget.save_prompts(str(tmp_path / "prompts.json"))
+    assert path is not None
+
+    # a fresh viewer on the same image gets the same prompts back
+    viewer.layers.clear()
+    viewer.add_image(small_cells.image, name="again")
+    qtbot.waitUntil(lambda: widget.controller.target is not None and widget.controller.target.image.name == "again", timeout=5000)
+    t2 = widget.controller.target
+    assert widget.load_prompts(path) == 3
+    ready(widget, qtbot)
+    after = widget.controller.prompts()
+    assert set(after) == set(before)
+    assert after[(0, 1)].points == before[(0, 1)].points and after[(0, 1)].labels == (1, 0)
+    assert np.allclose(after[(2, 2)].box, before[(2, 2)].box)
+    assert after[(5, 3)].painted
+    assert t2.registry.name(1) == "mother"
+    assert (np.asarray(t2.labels.data[0]) == 1).any() and (np.asarray(t2.labels.data[2]) == 2).any()
+    assert {(f, o) for f, o in widget.controller.synced} == set(before)
+
+    # prompts made on another stack are refused with a clear message
+    viewer.layers.clear()
+    viewer.add_image(small_cells.image[:3], name="short")
+    qtbot.waitUntil(lambda: widget.controller.target is not None and widget.controller.target.image.name == "short", timeout=5000)
+    assert widget.load_prompts(path) == 0
+    assert any("Could not load the prompts" in m and "shape" in m for m in notes.messages("error"))

@@ -51,12 +51,12 @@ def test_screenshots_of_main_states(make_napari_viewer, qtbot, tmp_path):
     ready(widget, qtbot)
     widget.object_table.item(0, 1).setText("dividing cell")
     widget.object_table.item(1, 1).setText("neighbour")
-    shots.append(screenshot(viewer, qtbot, tmp_path, "01-click-segments"))
+    shots.append(screenshot(viewer, qtbot, tmp_path, "click"))
 
     # 2. propagation in progress: the viewer stays live, frames appear one by one
     qtbot.mouseClick(widget.propagate_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: widget._frames_done >= 6, timeout=300_000)
-    shots.append(screenshot(viewer, qtbot, tmp_path, "02-propagating"))
+    shots.append(screenshot(viewer, qtbot, tmp_path, "propagating"))
     qtbot.mouseClick(widget.cancel_button, Qt.LeftButton)
     ready(widget, qtbot)
 
@@ -67,7 +67,7 @@ def test_screenshots_of_main_states(make_napari_viewer, qtbot, tmp_path):
     qtbot.mouseClick(widget.propagate_button, Qt.LeftButton)
     ready(widget, qtbot, timeout=300_000)
     viewer.dims.set_current_step(0, 24)
-    shots.append(screenshot(viewer, qtbot, tmp_path, "03-propagated"))
+    shots.append(screenshot(viewer, qtbot, tmp_path, "tracking"))
 
     # 4. an RGB clip prompted with a box
     viewer.layers.clear()
@@ -80,7 +80,7 @@ def test_screenshots_of_main_states(make_napari_viewer, qtbot, tmp_path):
     r, c = video.centers[2][0]
     drag(viewer, qtbot, t.boxes, (r - 32, c - 32), (r + 32, c + 32))
     ready(widget, qtbot)
-    shots.append(screenshot(viewer, qtbot, tmp_path, "04-rgb-box"))
+    shots.append(screenshot(viewer, qtbot, tmp_path, "rgb-box"))
 
     for path in shots:
         image = _read_png(path)
@@ -97,7 +97,7 @@ def _read_png(path):
 
 
 def _shrink_copies(folder: str, names: list[str]) -> None:
-    """Docs copies: at most 1000 px wide, 64 colours, so the repository stays small."""
+    """Docs copies: at most 1000 px wide, 256 colours, so the repository stays small."""
     from pathlib import Path
 
     from PIL import Image
@@ -107,4 +107,4 @@ def _shrink_copies(folder: str, names: list[str]) -> None:
         image = Image.open(path).convert("RGB")
         if image.width > 1000:
             image = image.resize((1000, round(image.height * 1000 / image.width)), Image.LANCZOS)
-        image.quantize(colors=64, method=Image.MEDIANCUT, dither=Image.NONE).save(path, optimize=True)
+        image.quantize(colors=256, method=Image.FASTOCTREE, dither=Image.NONE).save(path, optimize=True)

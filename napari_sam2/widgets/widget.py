@@ -227,6 +227,14 @@ class Sam2Widget(QWidget):
         for b in (self.new_button, self.delete_button, self.clear_button):
             buttons.addWidget(b)
         obj_layout.addLayout(buttons)
+        files = QHBoxLayout()
+        self.save_prompts_button = QPushButton("Save prompts...")
+        self.save_prompts_button.setToolTip("Write every click, box and painted mask to a JSON file (for the command line, or to go on later)")
+        self.load_prompts_button = QPushButton("Load prompts...")
+        self.load_prompts_button.setToolTip("Add the prompts of a JSON file to this image")
+        files.addWidget(self.save_prompts_button)
+        files.addWidget(self.load_prompts_button)
+        obj_layout.addLayout(files)
         layout.addWidget(obj_box)
 
         # --- propagation
@@ -303,6 +311,8 @@ class Sam2Widget(QWidget):
         self.new_button.clicked.connect(self.new_object)
         self.delete_button.clicked.connect(self.delete_object)
         self.clear_button.clicked.connect(self.clear_frame)
+        self.save_prompts_button.clicked.connect(lambda: self.save_prompts())
+        self.load_prompts_button.clicked.connect(lambda: self.load_prompts())
         self.all_frames_check.toggled.connect(lambda on: [s.setEnabled(not on) for s in (self.first_spin, self.last_spin)])
         self.propagate_button.clicked.connect(lambda: self.propagate())
         self.cancel_button.clicked.connect(self.cancel)
@@ -900,6 +910,40 @@ class Sam2Widget(QWidget):
             self.controller.clear_frame()
         except ValueError as exc:
             _notify("warning", str(exc))
+
+    def save_prompts(self, path: str | None = None) -> str | None:
+        """Write the prompts to JSON; asks for a file name when none is given."""
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save prompts", "prompts.json", "Prompts (*.json)")
+            if not path:
+                return None
+        spec = self.loaded.spec if self.loaded is not None else self.model_spec()
+        try:
+            prompt_set = self.controller.export_prompts(spec.name, spec.image_size or 1024)
+            written = prompt_set.to_json(path, overwrite=True)
+        except (ValueError, OSError) as exc:
+            _notify("error", f"Could not save the prompts: {exc}")
+            return None
+        _notify("info", f"Saved the prompts of {len(prompt_set.objects)} objects to {written}.")
+        return str(written)
+
+    def load_prompts(self, path: str | None = None) -> int:
+        """Add the prompts of a JSON file to the layers (they are then segmented)."""
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Load prompts", "", "Prompts (*.json);;All files (*)")
+            if not path:
+                return 0
+        from napari_sam2.io.prompts import PromptSet
+
+        try:
+            prompt_set = PromptSet.from_json(path)
+            count = self.controller.import_prompts(prompt_set)
+        except (ValueError, OSError) as exc:
+            _notify("error", f"Could not load the prompts: {exc}")
+            return 0
+        self.refresh_objects()
+        _notify("info", f"Loaded {count} prompts of {len(prompt_set.objects)} objects.")
+        return count
 
     def toggle_polarity(self) -> None:
         positive = self.controller.toggle_polarity()
