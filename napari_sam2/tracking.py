@@ -586,34 +586,101 @@ def track_frames(
     prompted = sorted({p.frame for obj in prompts.objects for p in obj.prompts})
     passes = plan_passes(prompted, first, last, direction)
     total = sum(n + 1 for _, _, n in passes)
-    dtype = np.dtype(out.dtype)
-    shape = tuple(out.shape[1:3])
-    stats = TrackStats()
-    seen: dict[int, set[int]] = {obj.id: set() for obj in prompts.objects}
-    written: set[int] = set()
+    writer = _FrameWriter(out, first, [obj.id for obj in prompts.objects])
     step = 0
-    for start, reverse, max_frames in passes:
-        frames = session.propagate(start=start, reverse=reverse, max_frames=max_frames)
-        try:
-            for frame, outputs in frames:
-                if not first <= frame <= last:
-                    break
-                out[frame - first] = logits_to_labels(outputs, shape, dtype)  # type: ignore[arg-type]
-                written.add(frame)
+    try:
+        for start, reverse, max_frames in passes:
+            frames = session.propagate(start=start, reverse=reverse, max_frames=max_frames)
+            try:
+                for frame, outputs in frames:
+                    if not first <= frame <= last:
+                        break
+                    writer.put(frame, outputs)
+                    step += 1
+                    if progress is not None:
+                        progress("track", step, total)
+            finally:
+                frames.close()
+    finally:
+        writer.close()
+    return TrackStats(len(writer.written), {obj: len(f) for obj, f in sorted(writer.seen.items())})
+
+
+class _FrameWriter:
+    """Turns each frame's logits into a label plane and writes it, on one background thread.
+
+    Conversion and compression of frame t then overlap the model's work on frame t + 1.
+    At most ``depth`` frames wait in the queue, so memory stays bounded; an error on the
+    thread is raised by the next :meth:`put` or by :meth:`close`.
+    """
+
+    def __init__(self, out: Any, first: int, obj_ids: Sequence[int], depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self._out = out
+        self._first = first
+        self._dtype = np.dtype(out.dtype)
+        self._shape = tuple(int(s) for s in out.shape[1:3])
+        self.seen: dict[int, set[int]] = {obj: set() for obj in obj_ids}
+        self.written: set[int] = set()
+        self._queue: "queue.Queue[tuple[int, Mapping[int, np.ndarray]] | None]" = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._abort = False
+        self._thread = threading.Thread(target=self._run, name="napari-sam2-labels", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._abort:
+                return
+            frame, outputs = item
+            try:
+                self._out[frame - self._first] = logits_to_labels(outputs, self._shape, self._dtype)  # type: ignore[arg-type]
                 for obj, logits in outputs.items():
-                    present = seen.setdefault(obj, set())
+                    present = self.seen.setdefault(obj, set())
                     if (np.asarray(logits) > 0).any():
                         present.add(frame)
                     else:
                         present.discard(frame)
-                step += 1
-                if progress is not None:
-                    progress("track", step, total)
-        finally:
-            frames.close()
-    stats.frames_tracked = len(written)
-    stats.object_frames = {obj: len(frames_) for obj, frames_ in sorted(seen.items())}
-    return stats
+                self.written.add(frame)
+            except BaseException as err:  # handed to the caller's thread
+                self._error = err
+                return
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, frame: int, outputs: Mapping[int, np.ndarray]) -> None:
+        import queue
+
+        while True:
+            self._check()
+            try:
+                self._queue.put((frame, outputs), timeout=0.2)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    self._check()
+                    raise RuntimeError("the label writer stopped unexpectedly")
+
+    def close(self) -> None:
+        """Wait for the queued frames (all of them after success, none after an error)."""
+        import sys
+
+        failing = sys.exc_info()[0] is not None
+        self._abort = failing
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.2)
+                break
+            except Exception:
+                continue
+        self._thread.join()
+        if not failing:
+            self._check()
 
 
 def export_labels(

@@ -548,3 +548,19 @@ def test_overlaps_go_to_the_higher_logit():
     plane = logits_to_labels({7: a, 2: b}, (2, 2))
     np.testing.assert_array_equal(plane, [[7, 0], [2, 7]])
     assert logits_to_labels({}, (2, 2)).sum() == 0
+
+
+def test_label_writer_hands_its_errors_to_the_caller():
+    from napari_sam2.tracking import _FrameWriter
+
+    class Full:
+        shape, dtype = (3, 4, 4), np.uint16
+
+        def __setitem__(self, key, value):
+            raise OSError("no space left on device")
+
+    writer = _FrameWriter(Full(), 0, [1])
+    with pytest.raises(OSError, match="no space left"):
+        for t in range(3):
+            writer.put(t, {1: np.ones((4, 4), np.float32)})
+        writer.close()
