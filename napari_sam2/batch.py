@@ -24,7 +24,7 @@ import traceback
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .tracking import (
     ModelChoice,
@@ -261,10 +261,17 @@ def run_job(
     format: str,
     overwrite: bool = False,
     skip_existing: bool = False,
+    threads: Mapping[str, int] | None = None,
 ) -> JobResult:
-    """Track one input and write its export; never raises (the error goes into the result)."""
+    """Track one input and write its export; never raises (the error goes into the result).
+
+    ``threads`` maps worker addresses to the torch CPU threads their tasks should use
+    (dask starts workers with one OpenMP thread, which would leave cores idle).
+    """
     began = time.perf_counter()
     where = {"worker": _worker_address(), "pid": os.getpid()}
+    if model.torch_threads is None and threads and where["worker"] in threads:
+        model = replace(model, torch_threads=threads[where["worker"]])
     output = Path(job.output)
     if skip_existing and (output.exists() and not (output.is_dir() and not any(output.iterdir()))):
         return JobResult(job, "skipped", seconds=0.0, **where)
@@ -371,9 +378,6 @@ def run_batch(
             n_workers = workers or _default_workers(len(jobs), model.device)
             if threads_per_worker < 1 or n_workers < 1:
                 raise UsageError("workers and threads per worker must be at least 1")
-            if model.torch_threads is None and _on_cpu(model.device):
-                cores = os.cpu_count() or 1
-                model = replace(model, torch_threads=max(1, cores // (n_workers * threads_per_worker)))
             prefetch_models(jobs, model, progress)
             cluster = LocalCluster(
                 n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
@@ -386,10 +390,13 @@ def run_batch(
             except OSError as err:
                 raise OSError(f"cannot reach the dask scheduler at {scheduler}: {err}") from None
     try:
+        threads = _threads_per_worker(client) if model.torch_threads is None else {}
         futures = {}
         for index, job in enumerate(jobs):
             key = f"napari-sam2-{index}-{input_stem(job.input)}-{os.urandom(4).hex()}"
-            future = client.submit(run_job, job, model, options, format, overwrite, skip_existing, key=key, pure=False)
+            future = client.submit(
+                run_job, job, model, options, format, overwrite, skip_existing, threads, key=key, pure=False
+            )
             futures[future] = index
         results: list[JobResult | None] = [None] * len(jobs)
         try:
@@ -411,6 +418,22 @@ def run_batch(
             own_client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _threads_per_worker(client: Any) -> dict[str, int]:
+    """Torch threads per worker: its host's cores shared by all task slots on that host."""
+    try:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        cores = client.run(os.cpu_count, on_error="ignore")
+    except Exception:  # an old or unusual scheduler: leave torch's default
+        return {}
+    slots: dict[str, int] = {}
+    for info in workers.values():
+        slots[info["host"]] = slots.get(info["host"], 0) + int(info.get("nthreads", 1))
+    return {
+        address: max(1, int(cores.get(address) or 1) // max(1, slots[info["host"]]))
+        for address, info in workers.items()
+    }
 
 
 def format_summary(results: Sequence[JobResult]) -> str:

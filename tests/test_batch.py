@@ -7,6 +7,7 @@ The model is the miniature random SAM 2, built by each worker from the
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -93,14 +94,23 @@ def test_run_batch_on_two_worker_processes(cluster, inputs, tmp_path):
         assert not Path(broken.job.output).exists()
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.labels.tif", "b.labels.tif"]
 
-        # again on the same workers: each worker process builds the model at most once
-        again = run_batch(jobs[:2], model=MODEL, client=client, overwrite=True)
+        # again on the same workers, the factory given as a callable this time (the same
+        # function, so the same cached model): each worker process builds it once
+        callable_model = ModelChoice(factory=miniature_model, torch_threads=1)
+        assert callable_model.key() == MODEL.key()
+        again = run_batch(jobs[:2], model=callable_model, client=client, overwrite=True)
         assert all(r.status == "done" for r in again)
         loads: dict[int, int] = {}
         for r in results + again:
             loads[r.pid] = loads.get(r.pid, 0) + int(r.loaded_model)
         assert all(loads[r.pid] == 1 for r in results[:2] + again), loads  # built once, then reused
         assert len({r.pid for r in results + again}) <= 2 and all(r.worker for r in results)
+
+        # torch threads: each host's cores shared by the task slots on it (dask starts workers with one)
+        from napari_sam2.batch import _threads_per_worker
+
+        addresses = set(client.scheduler_info(n_workers=-1)["workers"])
+        assert _threads_per_worker(client) == {a: max(1, (os.cpu_count() or 1) // 2) for a in addresses}
 
         # resuming skips finished inputs and retries the failed one
         resumed = run_batch(jobs, model=MODEL, client=client, skip_existing=True)
