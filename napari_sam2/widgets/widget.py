@@ -776,6 +776,14 @@ class Sam2Widget(QWidget):
             return
         if self._job_kind == "propagate":
             return
+        try:
+            has_prompts = bool(self.controller.prompts())
+        except ValueError as exc:
+            _notify("warning", str(exc))
+            return
+        if not has_prompts:
+            _notify("warning", "Nothing to propagate yet: click on an object, draw a box or paint a mask first.")
+            return
         direction = direction or _DIRECTIONS[self.direction_combo.currentText()]
         if first is None and last is None and not self.all_frames_check.isChecked():
             first, last = self.first_spin.value(), self.last_spin.value()
