@@ -40,6 +40,7 @@ PLUGIN = "napari-sam2"
 _TRACK_EXAMPLES = """\
 examples:
   napari-sam2 track movie.tif --prompts movie.prompts.json --output movie.labels.tif
+  napari-sam2 track movie.tif -o movie.labels.tif      # prompts from movie.prompts.json
   napari-sam2 track clip.mp4 -p clip.json -o clip.coco.json --model sam2.1_hiera_large --image-size 512
   napari-sam2 track stack.ome.tif -p p.json -o stack_RES --format ctc --axis T --at Z=12 --frames 0:200
   napari-sam2 track cells.tif -p p.json -o mattes --format mattes --feather 3 --overwrite
@@ -280,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     track.add_argument("input", help="the stack or video")
-    track.add_argument("-p", "--prompts", required=True, metavar="JSON", help="the prompt file")
+    track.add_argument("-p", "--prompts", metavar="JSON", help="the prompt file (default: <input stem>.prompts.json next to the input)")
     track.add_argument("-o", "--output", required=True, metavar="OUT", help="the output file or folder")
     track.add_argument("-f", "--format", choices=tuple(FORMATS), help="; ".join(f"{k}: {v}" for k, v in FORMATS.items())
                        + " (default: from the output name, .tif = tiff, .json = coco)")
@@ -374,8 +375,16 @@ def _track(args: argparse.Namespace, console: Console) -> int:
     fmt = resolve_format(args.format, args.output)
     if args.feather and fmt != "mattes":
         raise UsageError("--feather only applies to --format mattes")
+    prompts = args.prompts
+    if prompts is None:
+        from .batch import DEFAULT_PROMPTS, input_stem
+
+        source = Path(args.input).expanduser().absolute()
+        prompts = DEFAULT_PROMPTS.format(dir=source.parent, stem=input_stem(source), name=source.name)
+        if not Path(prompts).is_file():
+            raise FileNotFoundError(f"no prompt file given and none next to the input ({prompts}); pass --prompts")
     report = track_file(
-        args.input, args.prompts, args.output, format=fmt, model=_model_choice(args),
+        args.input, prompts, args.output, format=fmt, model=_model_choice(args),
         options=_track_options(args), overwrite=args.overwrite, progress=console.progress, notify=console.note,
     )
     console.close()
@@ -401,6 +410,7 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
         raise FileExistsError(f"{report_path} already exists; use --overwrite to replace it")
     where = f"the scheduler at {args.scheduler}" if args.scheduler else "local workers"
     console.note(f"{len(jobs)} inputs on {where}")
+    console.progress("batch", 0, len(jobs))
     done = 0
 
     def on_result(result: Any) -> None:

@@ -108,7 +108,8 @@ def _leftovers(folder: Path, keep: set[str]) -> list[str]:
 def test_track_tiff_matches_the_engine_frame_by_frame(data, clip, capsys):
     stack, prompts = data
     out = stack.parent / "out" / "cells.labels.tif"
-    assert main(["track", str(stack), "-p", str(prompts), "-o", str(out), *FAST]) == 0
+    assert prompts.name == "cells.prompts.json"  # found next to the input without -p
+    assert main(["track", str(stack), "-o", str(out), *FAST]) == 0
     captured = capsys.readouterr()
     assert "wrote" in captured.out and str(out) in captured.out
     labels = tifffile.imread(out)
@@ -367,6 +368,10 @@ def test_prompt_errors_name_file_object_and_frame(data, capsys, tmp_path, clip):
     assert code == 1 and "has no prompts" in err
     code, err = _run(capsys, "track", str(stack), "-p", str(tmp_path / "none.json"), "-o", out, *FAST)
     assert code == 1 and "no such prompt file" in err
+    lonely = tmp_path / "lonely.tif"
+    shutil.copy(stack, lonely)
+    code, err = _run(capsys, "track", str(lonely), "-o", out, *FAST)
+    assert code == 1 and "lonely.prompts.json" in err and "pass --prompts" in err
     assert not Path(out).exists()
 
 
