@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--scheduler", metavar="ADDRESS", help="an existing dask scheduler, e.g. tcp://host:8786 (default: start local workers)")
     cluster.add_argument("--workers", type=_positive, metavar="N", help="local worker processes (default: one per two CPU cores; one on a GPU)")
     cluster.add_argument("--threads-per-worker", type=_positive, default=1, metavar="M", help="inputs each local worker runs at once (default: 1)")
-    batch.add_argument("--report", metavar="JSON", help="also write the results (status, error, timing, worker) to this JSON file")
+    batch.add_argument("--report", metavar="JSON", help="also write the results (status, error, timing, worker) to this JSON file (replaced on each run)")
     _model_arguments(batch)
     _track_arguments(batch)
     _common(batch)
@@ -406,8 +406,6 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--feather only applies to --format mattes")
     jobs = plan_batch(args.inputs, args.output_dir, args.format, args.prompts)
     report_path = Path(args.report).expanduser() if args.report else None
-    if report_path is not None and report_path.exists() and not args.overwrite:
-        raise FileExistsError(f"{report_path} already exists; use --overwrite to replace it")
     where = f"the scheduler at {args.scheduler}" if args.scheduler else "local workers"
     console.note(f"{len(jobs)} inputs on {where}")
     console.progress("batch", 0, len(jobs))
