@@ -22,7 +22,7 @@ from pathlib import Path
 from common import RESULTS, machine_info, save_results, synthetic_frames
 
 CHILD = r"""
-import json, resource, sys, torch
+import json, sys, torch
 sys.path.insert(0, {bench!r}); sys.path.insert(0, {tests!r})
 import numpy as np
 from PIL import Image
@@ -47,7 +47,9 @@ else:
         s.add_points(0, 1, [[r, c]], [1])
         for _ in s.propagate():
             pass
-print(json.dumps({{"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+with open("/proc/self/status") as fh:  # this address space's peak, not the parent's
+    peak_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+print(json.dumps({{"peak_mib": peak_kb / 1024}}))
 """
 
 

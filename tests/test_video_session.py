@@ -234,7 +234,7 @@ def test_records_spill_to_disk_and_come_back_exactly(model):
 
 MEMORY_PROBE = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     sys.path.insert(0, {tests!r})
     import numpy as np
     from miniature import miniature_model
@@ -251,7 +251,10 @@ MEMORY_PROBE = textwrap.dedent(
     for frame, out in session.propagate():
         pass
     record = session._records.get((1, frames - 1))
-    print(json.dumps({{"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    # VmHWM: this address space's peak (ru_maxrss would include the forking parent's peak)
+    with open("/proc/self/status") as fh:
+        peak_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    print(json.dumps({{"peak_kb": peak_kb,
                        "spilled": session._records.spilled, "record_bytes": record.nbytes()}}))
     """
 )
