@@ -87,14 +87,15 @@ def main() -> None:
     info = machine_info()
     first, last = min(args.frames), max(args.frames)
     print(f"\nmachine: {info.get('cpu', info['processor'])}, {info['cpu_count']} cores; sam2.1_hiera_tiny at {args.size}px")
+    counts = sorted(args.frames)
     for impl, peaks in results.items():
-        growth = peaks[last] / peaks[first] - 1
-        print(f"{impl:10s} growth from {first} to {last} frames: {growth:+.1%} "
-              f"({(peaks[last] - peaks[first]) / (last - first):.2f} MiB per extra frame)")
+        for a, b in zip(counts, counts[1:]):
+            growth = peaks[b] / peaks[a] - 1
+            print(f"{impl:10s} growth from {a} to {b} frames: {growth:+.1%} "
+                  f"({(peaks[b] - peaks[a]) / (b - a):.2f} MiB per extra frame)")
     ratio = results["ours"][last] / results["reference"][last]
     print(f"peak at {last} frames, ours / reference: {ratio:.3f}")
     save_results(f"memory_{args.size}", {"args": vars(args), "peak_mib": results})
-    RESULTS.mkdir(exist_ok=True)
 
 
 if __name__ == "__main__":

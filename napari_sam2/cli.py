@@ -221,6 +221,11 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
                        help="auto: bfloat16 on GPUs that support it, float32 elsewhere (default: auto)")
+    group.add_argument(
+        "--int8", action="store_true",
+        help="dynamic int8 quantization on the CPU: approximate (mask IoU about 0.99 against exact mode), "
+        "a few percent faster at 1024 and most useful together with --image-size 512",
+    )
     group.add_argument("--threads", type=_positive, metavar="N", help="CPU threads for torch (default: torch's choice; in a batch, the cores divided among the workers)")
 
 
@@ -348,6 +353,7 @@ def _model_choice(args: argparse.Namespace) -> ModelChoice:
         device=None if args.device == "auto" else args.device,
         image_size=args.image_size,
         torch_threads=args.threads,
+        quantize="int8" if args.int8 else None,
     )
 
 

@@ -334,6 +334,7 @@ class ModelChoice:
     it is called with ``image_size=`` when one is set.
     ``image_size``: ``None`` takes the prompt file's, else the model's own (1024).
     ``torch_threads``: CPU threads for torch (``None`` leaves torch's default).
+    ``quantize``: ``"int8"`` for the approximate, faster CPU mode (see the README).
     """
 
     name: str | None = None
@@ -342,6 +343,7 @@ class ModelChoice:
     device: str | None = None
     image_size: int | None = None
     torch_threads: int | None = None
+    quantize: str | None = None
 
     def resolved(self, prompts: "PromptSet | None" = None) -> "ModelChoice":
         """Fill the unset name and input size from the prompt file and the device."""
@@ -361,7 +363,7 @@ class ModelChoice:
         if callable(factory):
             qualname = getattr(factory, "__qualname__", "")
             factory = f"{getattr(factory, '__module__', '')}:{qualname}" if "<" not in qualname else f"id:{id(factory)}"
-        return (self.name, self.checkpoint, factory, self.device, self.image_size)
+        return (self.name, self.checkpoint, factory, self.device, self.image_size, self.quantize)
 
     def describe(self) -> str:
         if self.factory is not None:
@@ -429,6 +431,19 @@ def load_model(
     notify: Callable[[str], None] | None = None,
 ) -> "Sam2":
     """Build the model ``choice`` describes (call :meth:`ModelChoice.resolved` first)."""
+    if choice.quantize not in (None, "int8"):
+        raise UsageError(f"unknown quantization {choice.quantize!r}; the only one is int8")
+    if choice.quantize and _device(choice.device).type != "cpu":
+        raise UsageError("int8 quantization is a CPU mode; on a GPU leave it out (bfloat16 is used there)")
+    model = _load_float_model(choice, progress)
+    if choice.quantize:
+        from .model.quantize import quantize_int8
+
+        model = quantize_int8(model)
+    return model
+
+
+def _load_float_model(choice: ModelChoice, progress: Progress | None) -> "Sam2":
     import torch
 
     from .model import build_sam2

@@ -188,3 +188,22 @@ def test_device_choice_on_this_machine():
         expected = "mps"
     assert ckpt.default_device().type == expected
     assert ckpt.autocast_dtype("cpu") is None
+
+
+def _reference_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of the whole reference model as its own code builds it."""
+    import sam2  # noqa: F401  (registers the reference's configs with hydra)
+    from hydra import compose
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from reference import REFERENCE_CONFIGS
+
+    cfg = compose(config_name=REFERENCE_CONFIGS[name])
+    OmegaConf.resolve(cfg)
+    model = instantiate(cfg.model, _recursive_=True)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_full_state_dict_equals_the_official_layout(name):
+    assert _expected_shapes(name) == _reference_shapes(name)

@@ -122,6 +122,16 @@ def test_track_tiff_matches_the_engine_frame_by_frame(data, clip, capsys):
     assert _leftovers(out.parent, {"cells.labels.tif"}) == []
 
 
+def test_int8_mode_runs_from_the_command_line(data):
+    """How close int8 stays to exact mode is checked on the engine (test_quantize.py); the
+    miniature model's two objects both cover most of the frame, so their argmax is no test."""
+    stack, prompts = data
+    out = stack.parent / "int8.tif"
+    assert main(["track", str(stack), "-p", str(prompts), "-o", str(out), "--int8", *FAST]) == 0
+    labels = tifffile.imread(out)
+    assert labels.shape == (FRAMES, SIZE, SIZE) and set(np.unique(labels)) <= {0, 1, 3}
+
+
 def test_frame_range_and_direction_both_cover_every_frame(data, clip):
     stack, prompts = data
     out = stack.parent / "range.tif"

@@ -44,11 +44,11 @@ def make_frames(size: int, num: int, seed: int = 0) -> np.ndarray:
 class Pair:
     """The reference predictor and our model on one checkpoint and one JPEG folder."""
 
-    def __init__(self, tmp, size: int, num: int, corrections_as_cond: bool = True):
+    def __init__(self, tmp, size: int, num: int, corrections_as_cond: bool = True, name: str = "sam2.1_hiera_tiny"):
         overrides = ["++model.add_all_frames_to_correct_as_cond=true"] if corrections_as_cond else []
-        self.ref = build_reference("sam2.1_hiera_tiny", image_size=size, extra_overrides=overrides)
+        self.ref = build_reference(name, image_size=size, extra_overrides=overrides)
         ckpt = save_checkpoint(self.ref, os.path.join(tmp, "model.pt"))
-        self.model = build_sam2("sam2.1_hiera_tiny", checkpoint=ckpt, image_size=size, device="cpu")
+        self.model = build_sam2(name, checkpoint=ckpt, image_size=size, device="cpu")
         self.size = size
         self.jpeg_dir = os.path.join(tmp, "jpg")
         os.makedirs(self.jpeg_dir)
@@ -214,3 +214,23 @@ def test_end_to_end_at_full_resolution(tmp_path):
     assert_nontrivial(r)
     assert_same(r, session.add_points(0, 1, p, [1]), "click 1024")
     compare_propagation(ref_propagate(pair.ref, state), session.propagate(), "forward 1024")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    ["sam2_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large",
+     "sam2_hiera_small", "sam2_hiera_base_plus", "sam2_hiera_large"],
+)
+def test_other_variants_end_to_end(tmp_path, name):
+    """Clicks, a box and propagation on every other variant (run with -m slow)."""
+    pair = Pair(str(tmp_path), SIZE, 4, name=name)
+    state, session = pair.start()
+    s = pair.size
+    p = [[0.3 * s, 0.3 * s]]
+    r = ref_points(pair.ref, state, 0, 1, p, [1])
+    assert_nontrivial(r)
+    assert_same(r, session.add_points(0, 1, p, [1]), f"{name} click")
+    box = (0.5 * s, 0.45 * s, 0.8 * s, 0.75 * s)
+    assert_same(ref_box(pair.ref, state, 0, 2, box), session.add_box(0, 2, box), f"{name} box")
+    compare_propagation(ref_propagate(pair.ref, state), session.propagate(), f"{name} forward")

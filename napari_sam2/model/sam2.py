@@ -444,6 +444,7 @@ def build_sam2(
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     image_size: int | None = None,
+    quantize: str | None = None,
 ) -> Sam2:
     """Build a SAM 2 model in eval mode.
 
@@ -452,7 +453,11 @@ def build_sam2(
     (``{"model": state_dict}``), or ``"official"`` to use the cached/downloaded file.
     ``image_size``: run at a smaller input size with the same weights (e.g. 512).
     ``device``: defaults to CUDA, then MPS, then CPU.
+    ``quantize``: ``"int8"`` for dynamic int8 linear layers (a faster, approximate CPU
+    mode; see :mod:`.quantize`).
     """
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     if isinstance(name, Sam2Config):
         config = name if image_size is None else name.with_image_size(image_size)
     else:
@@ -469,4 +474,11 @@ def build_sam2(
         model.load_official_state_dict(state, source=str(path))
     model.eval()
     model.requires_grad_(False)
-    return model.to(torch.device(device) if device is not None else default_device())
+    target = torch.device(device) if device is not None else default_device()
+    if quantize == "int8":
+        if target.type != "cpu":
+            raise ValueError("int8 quantization runs on the CPU only; on GPUs the engine uses bfloat16")
+        from .quantize import quantize_int8
+
+        return quantize_int8(model)
+    return model.to(target)

@@ -1,0 +1,98 @@
+"""Hole filling and small-region removal in torch, checked against scipy's labelling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from miniature import miniature_model
+
+from napari_sam2.model import VideoSession
+from napari_sam2.model.postprocess import connected_components, fill_holes, remove_small_regions
+
+EIGHT = np.ones((3, 3), int)  # 8-connectivity, as SAM 2's extension uses
+
+
+def reference_fill(logits: np.ndarray, max_area: int) -> np.ndarray:
+    """What SAM 2's post-processing does, written with scipy: holes become 0.1."""
+    out = logits.copy()
+    labels, n = ndimage.label(logits <= 0, structure=EIGHT)
+    sizes = ndimage.sum(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+    for k, size in enumerate(sizes, start=1):
+        if size <= max_area:
+            out[labels == k] = 0.1
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_components_match_scipy(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 80, size=2)
+    masks = rng.random((3, 1, h, w)) < rng.random()
+    labels, areas = connected_components(torch.from_numpy(masks))
+    for i in range(3):
+        ref, n = ndimage.label(masks[i, 0], structure=EIGHT)
+        ours = labels[i, 0].numpy()
+        assert ((ours > 0) == (ref > 0)).all()
+        assert len(np.unique(ours[ours > 0])) == n
+        for k in range(1, n + 1):
+            region = ref == k
+            assert len(np.unique(ours[region])) == 1
+            assert (areas[i, 0].numpy()[region] == region.sum()).all()
+
+
+def test_long_winding_component_is_one_region():
+    snake = np.zeros((128, 128), bool)
+    for row in range(0, 128, 4):
+        snake[row, :] = True
+        snake[row : row + 4, 0 if (row // 4) % 2 else 127] = True
+    labels, areas = connected_components(torch.from_numpy(snake)[None, None])
+    assert len(torch.unique(labels[labels > 0])) == 1
+    assert int(areas.max()) == snake.sum()
+
+
+@pytest.mark.parametrize("max_area", [1, 8, 40])
+def test_fill_holes_matches_the_reference_rule(max_area):
+    rng = np.random.default_rng(max_area)
+    yy, xx = np.mgrid[:96, :96]
+    logits = np.where((yy - 48) ** 2 + (xx - 48) ** 2 < 35**2, 5.0, -5.0).astype(np.float32)
+    for _ in range(30):  # holes of many sizes, some touching each other diagonally
+        r, c, s = rng.integers(15, 80), rng.integers(15, 80), rng.integers(1, 8)
+        logits[r : r + s, c : c + rng.integers(1, 8)] = -3.0
+    logits += rng.normal(0, 0.01, logits.shape).astype(np.float32)
+    ours = fill_holes(torch.from_numpy(logits)[None, None], max_area)[0, 0].numpy()
+    np.testing.assert_array_equal(ours, reference_fill(logits, max_area))
+
+
+def test_remove_small_regions():
+    logits = np.full((40, 40), -4.0, np.float32)
+    logits[5:25, 5:25] = 3.0  # big object stays
+    logits[30, 30] = 2.0  # a speck goes
+    logits[33:35, 2:4] = 1.0  # 4 pixels stay with max_area 3
+    out = remove_small_regions(torch.from_numpy(logits)[None, None], 3)[0, 0].numpy()
+    assert (out[5:25, 5:25] == 3.0).all() and out[30, 30] == np.float32(-0.1) and (out[33:35, 2:4] == 1.0).all()
+    unchanged = torch.from_numpy(logits)[None, None]
+    assert remove_small_regions(unchanged, 0) is unchanged and fill_holes(unchanged, 0) is unchanged
+
+
+def test_session_applies_post_processing_to_every_result():
+    model = miniature_model(image_size=128)
+    frames = (np.random.default_rng(0).random((4, 128, 128)) * 255).astype(np.uint8)
+    with VideoSession(model, frames) as plain, VideoSession(model, frames, fill_hole_area=20, remove_area=20) as clean:
+        plain.add_points(0, 1, [[64, 64]], [1])
+        clean.add_points(0, 1, [[64, 64]], [1])
+        list(plain.propagate())
+        list(clean.propagate())
+        changed = False
+        for frame in range(4):
+            raw = (plain._tracks[1].cond.get(frame) or plain._records.get((1, frame))).pred_masks
+            low = (clean._tracks[1].cond.get(frame) or clean._records.get((1, frame))).pred_masks
+            # no hole or speck of <= 20 pixels survives at the model's mask resolution
+            _, hole_areas = connected_components(low <= 0)
+            _, speck_areas = connected_components(low > 0)
+            assert not ((hole_areas > 0) & (hole_areas <= 20)).any()
+            assert not ((speck_areas > 0) & (speck_areas <= 20)).any()
+            changed |= not torch.equal(raw, low)
+        assert changed  # the random model does leave holes and specks to clean
