@@ -163,14 +163,26 @@ class Sam2(nn.Module):
             high_res = None
         return ImageFeatures(vision=levels[-1], high_res=high_res)
 
-    @lru_cache(maxsize=4)
-    def _vision_pos_cached(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        probe = torch.empty(1, 1, h, w, device=device)
-        return self.image_encoder.neck.position_encoding(probe)[0:1].flatten(2).transpose(1, 2)
+    def _cached_encoding(self, key: tuple, make) -> torch.Tensor:
+        """Parameter-free position encodings, computed once per size and device.
+
+        Kept on the instance (not in a global ``lru_cache``) so that a dropped model frees
+        its memory.
+        """
+        cache: dict[tuple, torch.Tensor] = self.__dict__.setdefault("_encoding_cache", {})
+        full_key = key + (self.device,)
+        if full_key not in cache:
+            cache[full_key] = make()
+        return cache[full_key]
 
     def vision_pos(self, size: tuple[int, int]) -> torch.Tensor:
         """Position encoding of the lowest-resolution features as tokens, (1, hw, C)."""
-        return self._vision_pos_cached(size[0], size[1], self.device)
+
+        def make() -> torch.Tensor:
+            probe = torch.empty(1, 1, size[0], size[1], device=self.device)
+            return self.image_encoder.neck.position_encoding(probe)[0:1].flatten(2).transpose(1, 2)
+
+        return self._cached_encoding(("vision", size[0], size[1]), make)
 
     # ------------------------------------------------------------------ heads
     def use_multimask(self, is_init_cond_frame: bool, num_points: int) -> bool:
@@ -373,14 +385,14 @@ class Sam2(nn.Module):
             mem = mem + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
         return mem
 
-    @lru_cache(maxsize=4)
-    def _maskmem_pos_cached(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        probe = torch.empty(1, self.config.mem_dim, h, w, device=device)
-        return self.memory_encoder.position_encoding(probe)[0:1].clone()
-
     def maskmem_pos(self, size: tuple[int, int]) -> torch.Tensor:
         """Spatial encoding of memories (1, mem_dim, h, w); identical for every frame."""
-        return self._maskmem_pos_cached(size[0], size[1], self.device)
+
+        def make() -> torch.Tensor:
+            probe = torch.empty(1, self.config.mem_dim, size[0], size[1], device=self.device)
+            return self.memory_encoder.position_encoding(probe)[0:1].clone()
+
+        return self._cached_encoding(("maskmem", size[0], size[1]), make)
 
     # ------------------------------------------------------------------ weights
     def load_official_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
