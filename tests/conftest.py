@@ -16,3 +16,14 @@ def _deterministic_torch():
 
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run torch on one thread (fast on busy machines), restoring the setting after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

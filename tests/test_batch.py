@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_sam2.batch import (
     BatchJob,
@@ -35,12 +34,7 @@ FACTORY = "tests.miniature:miniature_model"
 MODEL = ModelChoice(factory=FACTORY, torch_threads=1)
 
 
-@pytest.fixture(autouse=True)
-def _torch_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

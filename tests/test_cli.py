@@ -47,13 +47,7 @@ FAST = [*MODEL, "-q"]
 FRAMES, SIZE = 12, 96
 
 
-@pytest.fixture(autouse=True)
-def _torch_threads():
-    """Tests run torch on one thread (fast on busy machines) and restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,14 @@ frame is decoded when it is indexed.
 
 from __future__ import annotations
 
-import operator
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+
+from .lazy import LazyFrames
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolder", "natural_key", "read_image", "read_folder"]
 
@@ -57,14 +58,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
-class ImageFolder:
+class ImageFolder(LazyFrames):
     """A read-only (T, H, W[, C]) array-like whose frames are the image files of a folder.
 
     Shape and dtype come from the first file; a file that differs is reported when it
     is read, naming the file. Hidden files and other suffixes are ignored.
     """
-
-    ndim: int
 
     def __init__(self, path: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> None:
         self.path = Path(path)
@@ -85,29 +84,11 @@ class ImageFolder:
         self._frame_shape = first.shape
         self.dtype = first.dtype
         self.shape = (len(self.files), *first.shape)
-        self.ndim = len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __repr__(self) -> str:
         return f"ImageFolder({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
 
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
-
-    def get_frame(self, index: int) -> np.ndarray:
-        """Decode frame ``index`` (negative counts from the end)."""
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f"frame index {index} out of range for {n} frames")
+    def _read(self, index: int) -> np.ndarray:
         path = self.files[index]
         frame = read_image(path)
         if frame.ndim == 2 and self._frame_shape == (*frame.shape, 3):
@@ -120,32 +101,6 @@ class ImageFolder:
         if frame.dtype != self.dtype:
             raise ValueError(f"{path.name} has dtype {frame.dtype} but {self.files[0].name} has {self.dtype}")
         return frame
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if not isinstance(key, tuple):
-            key = (key,)
-        if key and key[0] is Ellipsis:
-            key = (slice(None),) * (self.ndim - len(key) + 1) + key[1:]
-        first, rest = (key[0], key[1:]) if key else (slice(None), ())
-        if isinstance(first, slice):
-            indices: Any = range(*first.indices(len(self)))
-        elif isinstance(first, (list, np.ndarray)):
-            arr = np.asarray(first)
-            indices = np.flatnonzero(arr) if arr.dtype == bool else arr.ravel().tolist()
-        else:
-            frame = self.get_frame(operator.index(first))
-            return frame[rest] if rest else frame
-        frames = [self.get_frame(int(i)) for i in indices]
-        stacked = np.stack(frames) if frames else np.empty((0, *self._frame_shape), self.dtype)
-        return stacked[(slice(None),) + rest] if rest else stacked
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        data = self[:]
-        return data.astype(dtype) if dtype is not None else data
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for i in range(len(self)):
-            yield self.get_frame(i)
 
 
 def read_folder(path: str | os.PathLike) -> tuple[ImageFolder, dict[str, Any]]:

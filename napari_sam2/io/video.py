@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import operator
 import os
 import threading
 import weakref
@@ -25,6 +24,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .lazy import LazyFrames
+
 __all__ = ["VIDEO_SUFFIXES", "VideoFrames", "read_video"]
 
 VIDEO_SUFFIXES: tuple[str, ...] = (
@@ -34,7 +35,7 @@ _DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 _log = logging.getLogger(__name__)
 
 
-class VideoFrames:
+class VideoFrames(LazyFrames):
     """A read-only (T, H, W, 3) uint8 array-like over a video file.
 
     Supports ``len``, ``shape``, ``dtype``, ``ndim`` and numpy-style indexing whose
@@ -47,7 +48,6 @@ class VideoFrames:
     """
 
     dtype = np.dtype(np.uint8)
-    ndim = 4
 
     def __init__(self, path: str | os.PathLike, stream: int = 0, cache_bytes: int = _DEFAULT_CACHE_BYTES) -> None:
         import av
@@ -166,67 +166,11 @@ class VideoFrames:
         first = self._pts[0]
         return np.array([float((ts - first) * base) for ts in self._pts])
 
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __repr__(self) -> str:
         return f"VideoFrames({str(self.path)!r}, shape={self.shape})"
 
-    # ------------------------------------------------------------------ indexing
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if not isinstance(key, tuple):
-            key = (key,)
-        if key and key[0] is Ellipsis and len(key) == 1:
-            key = (slice(None),)
-        elif key and key[0] is Ellipsis:
-            key = (slice(None),) * (self.ndim - len(key) + 1) + key[1:]
-        first, rest = (key[0], key[1:]) if key else (slice(None), ())
-        if first is None:
-            raise IndexError("VideoFrames does not support adding axes with None")
-        if isinstance(first, slice):
-            indices = range(*first.indices(len(self)))
-            return self._stack(indices, rest)
-        if isinstance(first, (list, np.ndarray)):
-            arr = np.asarray(first)
-            if arr.dtype == bool:
-                arr = np.flatnonzero(arr)
-            return self._stack([self._normalize_index(int(i)) for i in arr.ravel()], rest)
-        frame = self.get_frame(self._normalize_index(operator.index(first)))
-        return frame[rest] if rest else frame
-
-    def _stack(self, indices: Any, rest: tuple) -> np.ndarray:
-        frames = [self.get_frame(i)[rest] if rest else self.get_frame(i) for i in indices]
-        if not frames:
-            empty = np.empty((0, *self.shape[1:]), dtype=self.dtype)
-            return empty[(slice(None),) + rest] if rest else empty
-        return np.stack(frames)
-
-    def _normalize_index(self, index: int) -> int:
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f"frame index {index} out of range for {n} frames")
-        return index
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        data = self[:]
-        return data.astype(dtype) if dtype is not None else data
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for i in range(len(self)):
-            yield self.get_frame(i)
-
     # ------------------------------------------------------------------ decoding
-    def get_frame(self, index: int) -> np.ndarray:
+    def _read(self, index: int) -> np.ndarray:
         """Frame ``index`` as a read-only (H, W, 3) uint8 array."""
         with self._lock:
             backwards = index < self._last_request

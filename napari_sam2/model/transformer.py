@@ -12,7 +12,6 @@ rotate queries and keys, and finish with :meth:`Attention.attend`.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
