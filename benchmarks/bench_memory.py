@@ -2,8 +2,9 @@
 
 Each (implementation, frame count) runs in a fresh process that clicks one object on
 frame 0 and propagates through every frame; the process reports its peak RSS. Ours reads
-frames lazily and keeps bounded caches; the reference loads every frame up front and
-keeps every frame's state.
+frames lazily and keeps bounded caches (each given ``--cache-mib``, so that they are
+full early in the run and what grows after is what is not bounded); the
+reference loads every frame up front and keeps every frame's state.
 
     python benchmarks/bench_memory.py                    # 512px, 16/64/256 frames
     python benchmarks/bench_memory.py --frames 16 64 --size 256
@@ -28,6 +29,7 @@ import numpy as np
 from PIL import Image
 from common import blob_centre
 impl, folder, size, weights = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+CAP = int(sys.argv[5]) << 20
 names = sorted(p for p in __import__("os").listdir(folder) if p.endswith(".jpg"))
 r, c = blob_centre(0, 0, size)
 if impl == "reference":
@@ -43,7 +45,7 @@ else:
     from napari_sam2.io import open_stack
     frames, _ = open_stack(folder)
     model = build_sam2("sam2.1_hiera_tiny", checkpoint=weights, image_size=size, device="cpu")
-    with VideoSession(model, frames, feature_cache_bytes=64 << 20, record_ram_bytes=64 << 20) as s:
+    with VideoSession(model, frames, feature_cache_bytes=CAP, record_ram_bytes=CAP, conditioned_cache_bytes=CAP) as s:
         s.add_points(0, 1, [[r, c]], [1])
         for _ in s.propagate():
             pass
@@ -57,6 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--cache-mib", type=int, default=16,
+                        help="each of our three caches (image features, conditioned features, records in RAM) "
+                        "is given this budget; the session defaults are 1024, 256 and 256 MiB")
     args = parser.parse_args()
     here = Path(__file__).resolve().parent
     child = CHILD.format(bench=str(here), tests=str(here.parent / "tests"))
@@ -76,7 +81,7 @@ def main() -> None:
                 Image.fromarray(frames[t]).save(folder / f"{t:05d}.jpg", quality=95)
             for impl in ("reference", "ours"):
                 out = subprocess.run(
-                    [sys.executable, "-c", child, impl, str(folder), str(args.size), str(weights)],
+                    [sys.executable, "-c", child, impl, str(folder), str(args.size), str(weights), str(args.cache_mib)],
                     capture_output=True, text=True, env=dict(os.environ),
                 )
                 if out.returncode:
