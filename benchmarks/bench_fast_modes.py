@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from common import Pair, blob_centre, machine_info, save_results, timed_iter
 

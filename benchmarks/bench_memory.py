@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, machine_info, save_results, synthetic_frames
+from common import machine_info, save_results, synthetic_frames
 
 CHILD = r"""
 import json, sys, torch
@@ -90,7 +90,7 @@ def main() -> None:
                 results[impl][count] = peak
                 print(f"{impl:10s} {count:5d} frames: peak RSS {peak:8.1f} MiB", flush=True)
     info = machine_info()
-    first, last = min(args.frames), max(args.frames)
+    last = max(args.frames)
     print(f"\nmachine: {info.get('cpu', info['processor'])}, {info['cpu_count']} cores; sam2.1_hiera_tiny at {args.size}px")
     counts = sorted(args.frames)
     for impl, peaks in results.items():

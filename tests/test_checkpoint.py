@@ -191,16 +191,10 @@ def test_device_choice_on_this_machine():
 
 
 def _reference_shapes(name: str) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the whole reference model as its own code builds it."""
-    import sam2  # noqa: F401  (registers the reference's configs with hydra)
-    from hydra import compose
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-    from reference import REFERENCE_CONFIGS
+    """Keys and shapes of the whole reference model as its own builder makes it."""
+    from reference import build_reference
 
-    cfg = compose(config_name=REFERENCE_CONFIGS[name])
-    OmegaConf.resolve(cfg)
-    model = instantiate(cfg.model, _recursive_=True)
+    model = build_reference(name, video=False, obj_score_bias=0.0)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 

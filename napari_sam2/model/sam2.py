@@ -131,6 +131,7 @@ class Sam2(nn.Module):
         else:
             self.obj_ptr_proj = nn.Identity()
         self.obj_ptr_tpos_proj = nn.Linear(hidden, mem_dim) if c.proj_tpos_enc_in_obj_ptrs else nn.Identity()
+        self._encoding_cache: dict[tuple, torch.Tensor] = {}  # see _cached_encoding
 
     # ------------------------------------------------------------------ basics
     @property
@@ -169,7 +170,7 @@ class Sam2(nn.Module):
         Kept on the instance (not in a global ``lru_cache``) so that a dropped model frees
         its memory.
         """
-        cache: dict[tuple, torch.Tensor] = self.__dict__.setdefault("_encoding_cache", {})
+        cache = self._encoding_cache
         full_key = key + (self.device,)
         if full_key not in cache:
             cache[full_key] = make()
