@@ -25,7 +25,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["FrameSource", "IMG_MEAN", "IMG_STD", "MIN_FRAME_SIZE", "estimate_contrast_limits"]
+__all__ = [
+    "FrameSource",
+    "IMG_MEAN",
+    "IMG_STD",
+    "MIN_FRAME_SIZE",
+    "estimate_contrast_limits",
+    "normalize_frame",
+    "scale_to_unit",
+]
 
 IMG_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMG_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -261,47 +269,12 @@ class FrameSource:
 
     # ----------------------------------------------------------------- normalization
     def _normalize(self, frame: np.ndarray) -> torch.Tensor:
-        # Element-wise work is done in numpy: single-threaded, so read-ahead does not compete
-        # with the model's torch threads; float32 subtract/divide round identically in both.
-        size = self.image_size
-        if self._use_reference_uint8:
-            image = Image.fromarray(np.ascontiguousarray(frame))
-            if image.mode != "RGB":
-                image = image.convert("RGB")  # gray -> three equal channels, like the reference
-            if image.size != (size, size):
-                image = image.resize((size, size))  # Pillow's default filter, as the reference
-            scaled = (np.asarray(image) / 255.0).astype(np.float32)  # float64, then float32: the reference's order
-            chw = scaled.transpose(2, 0, 1)
-        else:
-            lo, hi = self.contrast_limits  # type: ignore[misc]
-            chw = self._scale(frame, lo, hi)
-            if chw.shape[-2:] != (size, size):
-                resized = F.interpolate(
-                    torch.from_numpy(chw)[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
-                )
-                chw = resized[0].numpy()
-            if chw.shape[0] == 1:
-                chw = np.broadcast_to(chw, (3, size, size))
-        out = np.subtract(chw, _MEAN, order="C")
-        out /= _STD
-        return torch.from_numpy(out)
+        limits = None if self._use_reference_uint8 else self.contrast_limits
+        return normalize_frame(frame, self.image_size, limits)
 
     @staticmethod
     def _scale(frame: np.ndarray, lo: float, hi: float) -> np.ndarray:
-        """Linear map of (lo, hi) to [0, 1], clipped, as a (C, H, W) float32 array."""
-        # float32 is exact for 16-bit integers; wider types are shifted in float64 first
-        if frame.dtype.itemsize <= 2 or frame.dtype == np.float32:
-            data = frame.astype(np.float32)
-            data -= np.float32(lo)
-            data *= np.float32(1.0 / (hi - lo))
-        else:
-            shifted = frame.astype(np.float64) - lo
-            shifted *= 1.0 / (hi - lo)
-            data = shifted.astype(np.float32)
-        np.clip(data, 0.0, 1.0, out=data)
-        if frame.dtype.kind == "f":
-            np.nan_to_num(data, copy=False, nan=0.0)  # clipping keeps NaN; infinities are already clipped
-        return data[None] if data.ndim == 2 else np.ascontiguousarray(data.transpose(2, 0, 1))
+        return scale_to_unit(frame, lo, hi)
 
     # ----------------------------------------------------------------- cache & read-ahead
     def _get(self, kind: str, index: int) -> Any:
@@ -380,6 +353,59 @@ class FrameSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def normalize_frame(
+    frame: np.ndarray, image_size: int, contrast_limits: tuple[float, float] | None
+) -> torch.Tensor:
+    """One raw frame (H, W) or (H, W, 3) -> normalized model input (3, S, S) float32.
+
+    ``contrast_limits=None`` is the reference uint8 path (Pillow resize, ``/ 255``);
+    otherwise ``(low, high)`` is mapped linearly to [0, 1] and resized with antialiased
+    bilinear interpolation. Shared by :class:`FrameSource` and training, so a model is
+    trained on exactly the pixels it later sees.
+    """
+    # Element-wise work is done in numpy: single-threaded, so read-ahead does not compete
+    # with the model's torch threads; float32 subtract/divide round identically in both.
+    size = int(image_size)
+    if contrast_limits is None:
+        image = Image.fromarray(np.ascontiguousarray(frame))
+        if image.mode != "RGB":
+            image = image.convert("RGB")  # gray -> three equal channels, like the reference
+        if image.size != (size, size):
+            image = image.resize((size, size))  # Pillow's default filter, as the reference
+        scaled = (np.asarray(image) / 255.0).astype(np.float32)  # float64, then float32: the reference's order
+        chw = scaled.transpose(2, 0, 1)
+    else:
+        lo, hi = contrast_limits
+        chw = scale_to_unit(frame, lo, hi)
+        if chw.shape[-2:] != (size, size):
+            resized = F.interpolate(
+                torch.from_numpy(chw)[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )
+            chw = resized[0].numpy()
+        if chw.shape[0] == 1:
+            chw = np.broadcast_to(chw, (3, size, size))
+    out = np.subtract(chw, _MEAN, order="C")
+    out /= _STD
+    return torch.from_numpy(out)
+
+
+def scale_to_unit(frame: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Linear map of (lo, hi) to [0, 1], clipped, as a (C, H, W) float32 array."""
+    # float32 is exact for 16-bit integers; wider types are shifted in float64 first
+    if frame.dtype.itemsize <= 2 or frame.dtype == np.float32:
+        data = frame.astype(np.float32)
+        data -= np.float32(lo)
+        data *= np.float32(1.0 / (hi - lo))
+    else:
+        shifted = frame.astype(np.float64) - lo
+        shifted *= 1.0 / (hi - lo)
+        data = shifted.astype(np.float32)
+    np.clip(data, 0.0, 1.0, out=data)
+    if frame.dtype.kind == "f":
+        np.nan_to_num(data, copy=False, nan=0.0)  # clipping keeps NaN; infinities are already clipped
+    return data[None] if data.ndim == 2 else np.ascontiguousarray(data.transpose(2, 0, 1))
 
 
 def _shutdown(executor: ThreadPoolExecutor) -> None:
