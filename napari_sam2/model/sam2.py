@@ -153,8 +153,14 @@ class Sam2(nn.Module):
     # ------------------------------------------------------------------ image
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
         """Backbone features of ``images`` (1, 3, S, S), normalized model input."""
-        out = self.image_encoder(images)
-        levels = out["backbone_fpn"]
+        return self.features_from_backbone(self.image_encoder(images)["backbone_fpn"])
+
+    def features_from_backbone(self, levels: list[torch.Tensor]) -> ImageFeatures:
+        """Project the image encoder's FPN levels for the SAM heads.
+
+        Separate from :meth:`encode_image` so that training can run a frozen image
+        encoder without gradients while the decoder's projections still learn.
+        """
         if self.config.use_high_res_features_in_sam:
             high_res = [
                 self.sam_mask_decoder.conv_s0(levels[0]),
@@ -453,7 +459,7 @@ def check_state_dict(
 
 
 def build_sam2(
-    name: str | Sam2Config = "sam2.1_hiera_tiny",
+    name: str | Sam2Config | None = None,
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     image_size: int | None = None,
@@ -461,30 +467,45 @@ def build_sam2(
 ) -> Sam2:
     """Build a SAM 2 model in eval mode.
 
-    ``name``: an official variant (``MODEL_NAMES``) or a :class:`Sam2Config`.
-    ``checkpoint``: ``None`` for untrained weights (tests), a path to an official file
-    (``{"model": state_dict}``), or ``"official"`` to use the cached/downloaded file.
-    ``image_size``: run at a smaller input size with the same weights (e.g. 512).
+    ``name``: an official variant (``MODEL_NAMES``) or a :class:`Sam2Config`; ``None``
+    takes the architecture recorded in ``checkpoint`` (see :mod:`.saved`), the official
+    variant whose keys an official file fits, or ``sam2.1_hiera_tiny`` without a file.
+    ``checkpoint``: ``None`` for untrained weights (tests), a path to an official or
+    self-describing file, or ``"official"`` to use the cached/downloaded file. Loading
+    is strict: missing, unexpected or mis-shaped keys raise :class:`CheckpointError`.
+    ``image_size``: run at another input size with the same weights (e.g. 512); by
+    default the size recorded in the checkpoint, else the variant's own.
     ``device``: defaults to CUDA, then MPS, then CPU.
     ``quantize``: ``"int8"`` for dynamic int8 linear layers (a faster, approximate CPU
     mode; see :mod:`.quantize`).
     """
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
-    if isinstance(name, Sam2Config):
-        config = name if image_size is None else name.with_image_size(image_size)
-    else:
-        config = get_config(name, image_size)
+    saved = None
+    if checkpoint is not None and str(checkpoint) != "official":
+        from .saved import read_checkpoint
+
+        path = Path(checkpoint).expanduser()
+        saved = read_checkpoint(path)
+    config = _choose_config(name, saved, image_size)
     model = Sam2(config)
     if checkpoint is not None:
-        if str(checkpoint) == "official":
+        if saved is None:
             if config.name not in MODEL_CONFIGS:
                 raise CheckpointError(f"{config.name!r} has no official checkpoint")
             path = download_checkpoint(config.name)
+            state = read_state_dict(path)
         else:
-            path = Path(checkpoint).expanduser()
-        state = read_state_dict(path)
-        model.load_official_state_dict(state, source=str(path))
+            state = saved.state
+        try:
+            model.load_official_state_dict(state, source=str(path))
+        except CheckpointError as err:
+            if saved is not None and saved.config is not None and name is not None:
+                raise CheckpointError(
+                    f"{err}\nThe file records its own architecture ({saved.config.name}, "
+                    f"{saved.config.image_size} px): load it without naming a model."
+                ) from None
+            raise
     model.eval()
     model.requires_grad_(False)
     target = torch.device(device) if device is not None else default_device()
@@ -495,3 +516,19 @@ def build_sam2(
 
         return quantize_int8(model)
     return model.to(target)
+
+
+def _choose_config(name: str | Sam2Config | None, saved, image_size: int | None) -> Sam2Config:
+    """The architecture to build: named, recorded in the checkpoint, or inferred from it."""
+    recorded = saved.config if saved is not None else None
+    if isinstance(name, Sam2Config):
+        return name if image_size is None else name.with_image_size(image_size)
+    if name is None:
+        if recorded is not None:
+            return recorded if image_size is None else recorded.with_image_size(image_size)
+        fits = matching_variants(saved.state) if saved is not None else []
+        name = fits[0] if len(fits) == 1 else "sam2.1_hiera_tiny"
+    config = get_config(name, image_size)
+    if image_size is None and recorded is not None and recorded.with_image_size(config.image_size) == config:
+        config = recorded  # a fine-tune of this variant keeps the input size it was trained at
+    return config
