@@ -1,0 +1,82 @@
+"""Resumable training state: model, optimiser, step, RNG state and settings in one file.
+
+Separate from the inference export (weights + architecture only, see
+:mod:`napari_sam2.model.saved`), but readable the same way: the file also holds the
+official ``"model"`` key and the recorded architecture, so ``build_sam2(checkpoint=
+state_file)`` loads the weights of an interrupted run too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..model.checkpoint import CheckpointError
+from ..model.config import Sam2Config
+from ..model.saved import checkpoint_payload, read_checkpoint, write_atomic
+from .config import TrainConfig
+from .errors import TrainingError
+
+__all__ = ["TrainingState", "save_state", "load_state", "state_path_for"]
+
+STATE_KEY = "training"
+
+
+def state_path_for(output: str | os.PathLike) -> Path:
+    """Where the resumable state of a run exporting ``output`` lives: ``NAME.resume.pt``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.resume.pt")
+
+
+@dataclass
+class TrainingState:
+    """Everything needed to continue a run exactly where it stopped."""
+
+    model_state: dict[str, torch.Tensor]
+    model_config: Sam2Config
+    optimizer: dict[str, Any]
+    step: int
+    config: TrainConfig
+    torch_rng: torch.Tensor
+    history: list[list[float]]  # [step, loss, lr] per finished step
+
+
+def save_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+               config: TrainConfig, history: list[list[float]]) -> None:
+    """Write the resumable state atomically (an interrupted write keeps the old file)."""
+    payload = checkpoint_payload(model.state_dict(), model.config, {"step": step, "trainable": config.trainable})
+    payload[STATE_KEY] = {
+        "optimizer": optimizer.state_dict(),
+        "step": int(step),
+        "config": config.to_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "history": [list(map(float, h)) for h in history],
+    }
+    write_atomic(payload, path)
+
+
+def load_state(path: str | os.PathLike) -> TrainingState:
+    """Read a state written by :func:`save_state`, with clear errors for other files."""
+    try:
+        saved = read_checkpoint(path)
+    except CheckpointError as err:
+        raise TrainingError(f"cannot resume: {err}") from None
+    record = saved.payload.get(STATE_KEY)
+    if saved.config is None or not isinstance(record, dict):
+        raise TrainingError(f"{path} is a model checkpoint, not the resumable state of a training run")
+    try:
+        return TrainingState(
+            model_state=saved.state,
+            model_config=saved.config,
+            optimizer=record["optimizer"],
+            step=int(record["step"]),
+            config=TrainConfig.from_dict(record["config"]),
+            torch_rng=record["torch_rng"],
+            history=[list(h) for h in record.get("history", [])],
+        )
+    except (KeyError, TypeError) as err:
+        raise TrainingError(f"{path}: the training state is damaged ({err})") from None
