@@ -23,11 +23,13 @@ def test_cells_move_divide_and_leave():
     # label 2 swims out of the field
     assert present[2][0] and not present[2][-1]
     assert not (clip.labels[-1] == 2).any()
-    # label 1 divides half-way: label 8 is born next to it
-    assert not any(present[8][:24]) and all(present[8][24:])
-    r1, c1 = clip.centers[1][30]
-    r8, c8 = clip.centers[8][30]
-    assert np.hypot(r1 - r8, c1 - c8) < 60, "the daughter stays close to its mother"
+    # label 1 divides two thirds of the way in: it ends, daughters 8 and 9 start
+    assert clip.parents == {8: 1, 9: 1}
+    assert clip.span(1) == (0, 31) and clip.span(8)[0] == clip.span(9)[0] == 32
+    for daughter in (8, 9):
+        r1, c1 = clip.centers[1][31]
+        r8, c8 = clip.centers[daughter][32]
+        assert np.hypot(r1 - r8, c1 - c8) < 30, "the daughters start where their mother was"
     # the others move
     for label in (3, 4, 5, 6, 7):
         (r0, c0), (r1, c1) = clip.centers[label][0], clip.centers[label][-1]

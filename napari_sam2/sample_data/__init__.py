@@ -10,10 +10,23 @@ from typing import Any
 
 import numpy as np
 
-from .synthetic import SyntheticClip, cells_timelapse, nuclei_zstack, rgb_clip
+from .clip import SyntheticClip
+from .fluorescence import fluorescence_clip
+from .objects import objects_clip
+from .phase import phase_contrast_clip
+from .random_clips import CLIP_KINDS, TRAINING_KINDS, random_clip
+from .synthetic import cells_timelapse, nuclei_zstack, rgb_clip
+from .zstack import nuclei_stack
 
 __all__ = [
     "SyntheticClip",
+    "CLIP_KINDS",
+    "TRAINING_KINDS",
+    "random_clip",
+    "fluorescence_clip",
+    "nuclei_stack",
+    "objects_clip",
+    "phase_contrast_clip",
     "cells_timelapse",
     "rgb_clip",
     "nuclei_zstack",

@@ -2,26 +2,20 @@
 
 They are generated rather than bundled so the wheel stays small and every run sees the
 same pixels (seeded numpy only, no scipy). Each generator also returns the ground-truth
-labels, which the tests use to place clicks and to check what was written.
+labels, which the tests use to place clicks and to check what was written. These are the
+fixed scenes of the sample menu; the random generators for training and scoring live in
+their own modules (see :func:`napari_sam2.sample_data.random_clip`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from .clip import SyntheticClip, centers_from_labels
+
 __all__ = ["SyntheticClip", "cells_timelapse", "rgb_clip", "nuclei_zstack"]
-
-
-@dataclass(frozen=True)
-class SyntheticClip:
-    """Pixels plus the truth they were drawn from."""
-
-    image: np.ndarray
-    labels: np.ndarray  # same leading shape as ``image`` (no colour axis), 0 = background
-    centers: dict[int, list[tuple[float, float] | None]] = field(default_factory=dict)
-    """Per label: (row, col) on each frame, ``None`` where the object is absent."""
 
 
 def _soft_ellipse(
@@ -68,9 +62,10 @@ def cells_timelapse(
 ) -> SyntheticClip:
     """A 16-bit fluorescence time-lapse: cells drift, one divides and one leaves the field.
 
-    Label 1 divides half-way into labels 1 and 8 (the daughter), label 2 swims out of the
-    right edge; the others wander. Photon (Poisson) noise on a camera offset of 100
-    counts gives the grainy look of real widefield data.
+    Label 1 swells and, two thirds of the way in, divides: it ends and its daughters 8 and 9
+    start on the next frame (``parents`` says so). Label 2 swims out of the right edge; the
+    others wander. Photon (Poisson) noise on a camera offset of 100 counts gives the grainy
+    look of real widefield data.
     """
     rng = np.random.default_rng(seed)
     scale = size / 256.0
@@ -89,7 +84,7 @@ def cells_timelapse(
         )
     leaving = cells[1]
     leaving.vel = np.array([0.3, 3.2]) * scale * 48 / max(num_frames, 1)
-    divide_at = num_frames // 2
+    divide_at = (2 * num_frames) // 3
     mother = cells[0]
     mother.vel = np.zeros(2)
 
@@ -97,30 +92,27 @@ def cells_timelapse(
     illumination = 1.0 - 0.25 * (((rows - size / 2) ** 2 + (cols - size / 2) ** 2) / (size**2 / 2))
     image = np.empty((num_frames, size, size), np.uint16)
     labels = np.zeros((num_frames, size, size), np.uint8)
-    centers: dict[int, list[tuple[float, float] | None]] = {}
-    daughter: _Cell | None = None
+    daughters = (len(starts) + 1, len(starts) + 2)
 
     for t in range(num_frames):
-        if t == divide_at:
+        if t == divide_at and t > 0:
             axis = np.array([np.cos(mother.angle), np.sin(mother.angle)])
-            daughter = _Cell(
-                label=len(starts) + 1,
-                pos=mother.pos + axis * mother.radii[0] * 0.55,
-                vel=axis * 1.1 * scale,
-                radii=(mother.radii[0] * 0.75, mother.radii[1]),
-                angle=mother.angle,
-                brightness=mother.brightness * 0.8,
-                birth=t,
-            )
-            mother.pos = mother.pos - axis * mother.radii[0] * 0.55
-            mother.vel = -axis * 1.1 * scale
-            mother.radii = (mother.radii[0] * 0.75, mother.radii[1])
-            mother.brightness *= 0.8
-            cells.append(daughter)
+            for label, sign in zip(daughters, (1.0, -1.0)):
+                cells.append(
+                    _Cell(
+                        label=label,
+                        pos=mother.pos + sign * axis * mother.radii[0] * 0.55,
+                        vel=sign * axis * 1.1 * scale,
+                        radii=(mother.radii[0] * 0.75, mother.radii[1]),
+                        angle=mother.angle,
+                        brightness=mother.brightness * 0.8,
+                        birth=t,
+                    )
+                )
+            cells.remove(mother)
         signal = np.zeros((size, size), np.float32)
         best = np.zeros((size, size), np.float32)
         for cell in cells:
-            track = centers.setdefault(cell.label, [None] * num_frames)
             if t < cell.birth:
                 continue
             if cell is mother and t < divide_at:
@@ -134,8 +126,6 @@ def cells_timelapse(
             inside = (profile > 0.5) & (profile > best[win])
             labels[t][win][inside] = cell.label
             best[win] = np.maximum(best[win], profile)
-            r, c = cell.pos
-            track[t] = (float(r), float(c)) if 0 <= r < size and 0 <= c < size else None
             # move: a smooth random walk that stays inside, except the leaving cell
             cell.vel = 0.9 * cell.vel + rng.normal(0, 0.4, 2) * scale
             cell.angle += float(rng.normal(0, 0.03))
@@ -152,7 +142,9 @@ def cells_timelapse(
         expected = 100.0 + 60.0 * illumination + signal * illumination
         counts = rng.poisson(expected).astype(np.float32) + rng.normal(0, 3, expected.shape)
         image[t] = np.clip(counts, 0, 65535).astype(np.uint16)
-    return SyntheticClip(image=image, labels=labels, centers=centers)
+    centers = centers_from_labels(labels, list(range(1, len(starts) + 3)))
+    parents = {d: mother.label for d in daughters if 0 < divide_at < num_frames}
+    return SyntheticClip(image=image, labels=labels, centers=centers, parents=parents, kind="fluorescence")
 
 
 def _texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -180,7 +172,6 @@ def rgb_clip(num_frames: int = 36, height: int = 240, width: int = 320, seed: in
     cols = np.arange(width, dtype=np.float32)[None, :]
     image = np.empty((num_frames, height, width, 3), np.uint8)
     labels = np.zeros((num_frames, height, width), np.uint8)
-    centers: dict[int, list[tuple[float, float] | None]] = {1: [], 2: [], 3: []}
     for t in range(num_frames):
         s = t / max(num_frames - 1, 1)
         frame = background.copy()
@@ -205,9 +196,8 @@ def rgb_clip(num_frames: int = 36, height: int = 240, width: int = 320, seed: in
             alpha = mask[..., None]
             frame[win] = frame[win] * (1 - alpha) + paint * alpha
             labels[t][win][mask > 0.5] = label
-            centers[label].append((float(center[0]), float(center[1])))
         image[t] = np.clip(frame + rng.normal(0, 3, frame.shape), 0, 255).astype(np.uint8)
-    return SyntheticClip(image=image, labels=labels, centers=centers)
+    return SyntheticClip(image=image, labels=labels, centers=centers_from_labels(labels, [1, 2, 3]), kind="rgb")
 
 
 def nuclei_zstack(depth: int = 32, size: int = 128, seed: int = 2) -> SyntheticClip:
@@ -216,7 +206,6 @@ def nuclei_zstack(depth: int = 32, size: int = 128, seed: int = 2) -> SyntheticC
     zz, rr, cc = np.mgrid[0:depth, 0:size, 0:size].astype(np.float32)
     signal = np.zeros((depth, size, size), np.float32)
     labels = np.zeros((depth, size, size), np.uint8)
-    centers: dict[int, list[tuple[float, float] | None]] = {}
     best = np.zeros_like(signal)
     spots = [(0.5, 0.3, 0.35), (0.45, 0.65, 0.6), (0.6, 0.35, 0.75), (0.4, 0.75, 0.25)]
     for label, (fz, fr, fc) in enumerate(spots, start=1):
@@ -228,6 +217,6 @@ def nuclei_zstack(depth: int = 32, size: int = 128, seed: int = 2) -> SyntheticC
         inside = (profile > 0.5) & (profile > best)
         labels[inside] = label
         best = np.maximum(best, profile)
-        centers[label] = [(cr, cc0) if inside[z].any() else None for z in range(depth)]
     counts = rng.poisson(120 + signal).astype(np.float32)
-    return SyntheticClip(image=np.clip(counts, 0, 65535).astype(np.uint16), labels=labels, centers=centers)
+    centers = centers_from_labels(labels, list(range(1, len(spots) + 1)))
+    return SyntheticClip(np.clip(counts, 0, 65535).astype(np.uint16), labels, centers, kind="nuclei")
