@@ -50,6 +50,7 @@ class Video:
     name: str = "video"
     contrast_limits: tuple[float, float] | None = None
     objects: list[np.ndarray] = field(default_factory=list)
+    seg_truth: Any = None  # CTC: raw SEG masks by frame, for the SEG measure
 
     @property
     def num_frames(self) -> int:
@@ -316,7 +317,9 @@ def from_ctc(folder: str | os.PathLike, sequence: str | None = None) -> VideoDat
             raise TrainingError(f"cannot read the CTC images in {images_dir}: {err}") from None
         num = int(image.shape[0])
         labels = _CTCLabels(tra, seg, num, tuple(int(s) for s in image.shape[1:3]))
-        videos.append(make_video(image, labels, name=f"{root.name}/{name}"))
+        video = make_video(image, labels, name=f"{root.name}/{name}")
+        video.seg_truth = seg
+        videos.append(video)
     return VideoData(videos)
 
 
