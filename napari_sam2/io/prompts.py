@@ -14,6 +14,11 @@ Masks are stored as COCO RLE (see :mod:`napari_sam2.io.rle`). Version 1 schema::
 
 A prompt holds points and/or a box, or a mask alone; each object has at most one
 prompt per frame (the engine replaces an object's clicks on a frame with each call).
+
+Files come from users and other programs, so reading one never fails with anything
+but :class:`PromptError` (the message names the file, object and frame), and a mask
+is decoded only after its declared size has been checked against the frame size (the
+``shape`` given to :meth:`PromptSet.from_json`, else the one the file records).
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .atomic import atomic_output, check_output
-from .rle import decode_mask, encode_mask
+from .rle import _short, decode_mask, encode_mask, rle_size
 
-__all__ = ["SCHEMA_VERSION", "Prompt", "ObjectPrompts", "PromptSet", "PromptError"]
+__all__ = ["SCHEMA_VERSION", "MAX_OBJECT_ID", "Prompt", "ObjectPrompts", "PromptSet", "PromptError"]
 
 SCHEMA_VERSION = 1
+MAX_OBJECT_ID = 2**32 - 1  # ids are label values; napari's and our label arrays are at most uint32
+# a mask read without any known frame size may not be larger than this (bool bytes)
+MAX_MASK_PIXELS = 2**28
 
 
 class PromptError(ValueError):
@@ -44,7 +52,46 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(float(value))
+    """A finite int or float; ints too large for a float (hundreds of digits) are not."""
+    if not (_is_int(value) or isinstance(value, (float, np.floating))):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _is_object_id(value: Any) -> bool:
+    return _is_int(value) and 1 <= value <= MAX_OBJECT_ID
+
+
+def _frame_size(shape: Sequence[Any] | None) -> tuple[int, int] | None:
+    """(H, W) of frames of shape (H, W), (T, H, W) or (T, H, W, C), if it is one."""
+    if shape is None or not 2 <= len(shape) <= 4 or not all(_is_int(s) and s > 0 for s in shape):
+        return None
+    return (int(shape[0]), int(shape[1])) if len(shape) == 2 else (int(shape[1]), int(shape[2]))
+
+
+class _MaskLimit:
+    """The size every mask of one file must have, known before any mask is decoded.
+
+    With no frame size given or recorded, the first mask's size (bounded by
+    ``MAX_MASK_PIXELS``) becomes the size for the others: all masks are frame-sized.
+    """
+
+    def __init__(self, size: tuple[int, int] | None) -> None:
+        self.size = size
+
+    def decode(self, rle: Any) -> np.ndarray:
+        if self.size is None:
+            height, width = rle_size(rle)
+            if height * width > MAX_MASK_PIXELS:
+                raise ValueError(
+                    f"the mask is {height} x {width}, larger than {MAX_MASK_PIXELS} pixels; "
+                    "give the frames' shape to read it"
+                )
+            self.size = (height, width)
+        return decode_mask(rle, shape=self.size)
 
 
 @dataclass
@@ -60,20 +107,20 @@ class Prompt:
     def check(self, where: str) -> None:
         """Raise :class:`PromptError` (prefixed with ``where``) if the prompt is malformed."""
         if not _is_int(self.frame) or self.frame < 0:
-            raise PromptError(f"{where}: frame must be an integer >= 0, got {self.frame!r}")
+            raise PromptError(f"{where}: frame must be an integer >= 0, got {_short(self.frame)}")
         where = f"{where}, prompt on frame {self.frame}"
         for i, point in enumerate(self.points):
             if len(point) != 2 or not all(_is_number(v) for v in point):
-                raise PromptError(f"{where}: point {i} must be [row, col] numbers, got {point!r}")
+                raise PromptError(f"{where}: point {i} must be [row, col] finite numbers, got {_short(point)}")
         if len(self.labels) != len(self.points):
             raise PromptError(f"{where}: {len(self.labels)} labels for {len(self.points)} points")
         for i, label in enumerate(self.labels):
             if not _is_int(label) or label not in (0, 1):
-                raise PromptError(f"{where}: label {i} must be 1 (positive) or 0 (negative), got {label!r}")
+                raise PromptError(f"{where}: label {i} must be 1 (positive) or 0 (negative), got {_short(label)}")
         if self.box is not None:
             box = self.box
             if len(box) != 4 or not all(_is_number(v) for v in box):
-                raise PromptError(f"{where}: box must be [r0, c0, r1, c1] numbers, got {box!r}")
+                raise PromptError(f"{where}: box must be [r0, c0, r1, c1] finite numbers, got {_short(box)}")
             if box[0] > box[2] or box[1] > box[3]:
                 raise PromptError(f"{where}: box {list(box)} must have r0 <= r1 and c0 <= c1")
         if self.mask is not None:
@@ -95,7 +142,8 @@ class Prompt:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, where: str) -> "Prompt":
+    def from_dict(cls, data: Any, where: str, masks: _MaskLimit | None = None) -> "Prompt":
+        """Parse one prompt; ``masks`` holds the size its mask must have (checked before decoding)."""
         if not isinstance(data, dict):
             raise PromptError(f"{where}: each prompt must be a JSON object, got {type(data).__name__}")
         unknown = set(data) - {"frame", "points", "labels", "box", "mask_rle"}
@@ -104,20 +152,28 @@ class Prompt:
         if "frame" not in data:
             raise PromptError(f"{where}: a prompt needs a 'frame'")
         frame = data["frame"]
+        if not _is_int(frame) or frame < 0:
+            raise PromptError(f"{where}: frame must be an integer >= 0, got {_short(frame)}")
         inner = f"{where}, prompt on frame {frame}"
-        points = data.get("points") or []
-        labels = data.get("labels") or []
+        points = data.get("points")
+        points = [] if points is None else points  # null = none; false, 0 or "" are errors
+        labels = data.get("labels")
+        labels = [] if labels is None else labels
         if not isinstance(points, list) or not all(isinstance(p, list) for p in points):
-            raise PromptError(f"{inner}: points must be a list of [row, col] pairs")
+            raise PromptError(f"{inner}: points must be a list of [row, col] pairs, got {_short(points)}")
         if not isinstance(labels, list):
-            raise PromptError(f"{inner}: labels must be a list")
+            raise PromptError(f"{inner}: labels must be a list, got {_short(labels)}")
         box = data.get("box")
         if box is not None and not isinstance(box, list):
-            raise PromptError(f"{inner}: box must be [r0, c0, r1, c1] or null")
+            raise PromptError(f"{inner}: box must be [r0, c0, r1, c1] or null, got {_short(box)}")
         mask = None
         if data.get("mask_rle") is not None:
+            if not isinstance(data["mask_rle"], dict):
+                raise PromptError(f"{inner}: mask_rle must be {{\"size\": [H, W], \"counts\": ...}} or null")
+            if points or box is not None:
+                raise PromptError(f"{inner}: a mask prompt cannot be combined with points or a box on the same frame")
             try:
-                mask = decode_mask(data["mask_rle"])
+                mask = (masks or _MaskLimit(None)).decode(data["mask_rle"])
             except ValueError as err:
                 raise PromptError(f"{inner}: invalid mask_rle: {err}") from None
         prompt = cls(
@@ -141,11 +197,11 @@ class ObjectPrompts:
 
     @property
     def where(self) -> str:
-        return f"object {self.id}" + (f" ({self.name!r})" if self.name else "")
+        return f"object {_short(self.id)}" + (f" ({_short(self.name)})" if self.name else "")
 
     def check(self) -> None:
-        if not _is_int(self.id) or self.id <= 0:
-            raise PromptError(f"object ids must be positive integers, got {self.id!r}")
+        if not _is_object_id(self.id):
+            raise PromptError(f"object ids must be integers from 1 to {MAX_OBJECT_ID}, got {_short(self.id)}")
         if not isinstance(self.name, str):
             raise PromptError(f"{self.where}: name must be a string")
         frames: set[int] = set()
@@ -163,23 +219,28 @@ class ObjectPrompts:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, position: int) -> "ObjectPrompts":
+    def from_dict(cls, data: Any, position: int, masks: _MaskLimit | None = None) -> "ObjectPrompts":
         if not isinstance(data, dict):
             raise PromptError(f"objects[{position}] must be a JSON object")
         unknown = set(data) - {"id", "name", "prompts"}
         if unknown:
             raise PromptError(f"objects[{position}]: unknown field(s) {sorted(unknown)}")
         obj_id = data.get("id")
-        if not _is_int(obj_id) or obj_id <= 0:
-            raise PromptError(f"objects[{position}]: id must be a positive integer, got {obj_id!r}")
-        name = data.get("name", "") or ""
+        if not _is_object_id(obj_id):
+            raise PromptError(
+                f"objects[{position}]: id must be a positive integer up to {MAX_OBJECT_ID} (a label value), "
+                f"got {_short(obj_id)}"
+            )
+        name = data.get("name")
+        name = "" if name is None else name
         if not isinstance(name, str):
-            raise PromptError(f"object {obj_id}: name must be a string, got {name!r}")
-        prompts = data.get("prompts", [])
+            raise PromptError(f"object {obj_id}: name must be a string, got {_short(name)}")
+        prompts = data.get("prompts")
+        prompts = [] if prompts is None else prompts
         if not isinstance(prompts, list):
-            raise PromptError(f"object {obj_id}: prompts must be a list")
+            raise PromptError(f"object {obj_id}: prompts must be a list, got {_short(prompts)}")
         obj = cls(obj_id, name, [])
-        obj.prompts = [Prompt.from_dict(p, obj.where) for p in prompts]
+        obj.prompts = [Prompt.from_dict(p, obj.where, masks) for p in prompts]
         obj.check()
         return obj
 
@@ -246,22 +307,22 @@ class PromptSet:
             if self.model not in MODEL_NAMES:
                 raise PromptError(f"unknown model {self.model!r}; known models: {', '.join(MODEL_NAMES)}")
         if self.image_size is not None and (
-            not _is_int(self.image_size) or self.image_size <= 0 or self.image_size % 32
+            not _is_int(self.image_size) or not 0 < self.image_size <= 16384 or self.image_size % 32
         ):
-            raise PromptError(f"image_size must be a positive multiple of 32, got {self.image_size!r}")
+            raise PromptError(f"image_size must be a positive multiple of 32 up to 16384, got {_short(self.image_size)}")
         if self.frames_shape is not None:
             shape = self.frames_shape
             if not 2 <= len(shape) <= 4 or not all(_is_int(s) and s > 0 for s in shape):
-                raise PromptError(f"frames shape must be 2 to 4 positive integers, got {list(shape)}")
+                raise PromptError(f"frames shape must be 2 to 4 positive integers, got {_short(list(shape))}")
         if self.frames_dtype is not None:
             try:
                 np.dtype(self.frames_dtype)
-            except TypeError:
-                raise PromptError(f"frames dtype {self.frames_dtype!r} is not a numpy dtype") from None
+            except (TypeError, ValueError, OverflowError, SyntaxError):
+                raise PromptError(f"frames dtype {_short(self.frames_dtype)} is not a numpy dtype") from None
         if self.contrast_limits is not None:
             limits = self.contrast_limits
             if len(limits) != 2 or not all(_is_number(v) for v in limits) or not limits[0] < limits[1]:
-                raise PromptError(f"contrast_limits must be [low, high] with low < high, got {list(limits)}")
+                raise PromptError(f"contrast_limits must be [low, high] finite numbers with low < high, got {_short(list(limits))}")
         ids: set[int] = set()
         for obj in self.objects:
             obj.check()
@@ -297,11 +358,11 @@ class PromptSet:
                 raise PromptError(f"{where}: frame index out of range for {num_frames} frames")
             for r, c in prompt.points:
                 if not (-0.5 <= r <= height - 0.5 and -0.5 <= c <= width - 0.5):
-                    raise PromptError(f"{where}: point ({r}, {c}) lies outside the {height} x {width} frame")
+                    raise PromptError(f"{where}: point ({_short(r, 30)}, {_short(c, 30)}) lies outside the {height} x {width} frame")
             if prompt.box is not None:
                 r0, c0, r1, c1 = prompt.box
                 if not (-0.5 <= r0 and r1 <= height - 0.5 and -0.5 <= c0 and c1 <= width - 0.5):
-                    raise PromptError(f"{where}: box {list(prompt.box)} lies outside the {height} x {width} frame")
+                    raise PromptError(f"{where}: box {_short(list(prompt.box))} lies outside the {height} x {width} frame")
             if prompt.mask is not None and prompt.mask.shape != (height, width):
                 raise PromptError(f"{where}: mask of shape {prompt.mask.shape} does not match the {height} x {width} frame")
 
@@ -324,48 +385,66 @@ class PromptSet:
         }
 
     @classmethod
-    def from_dict(cls, data: Any) -> "PromptSet":
+    def from_dict(cls, data: Any, shape: Sequence[int] | None = None) -> "PromptSet":
+        """Parse a prompt document; raises only :class:`PromptError`.
+
+        ``shape``: the frames the prompts are for ((T, H, W[, C]) or (H, W)); when
+        given, everything is checked against it (:meth:`validate_against`) and masks
+        are checked against its frame size before they are decoded. Without it, the
+        frames' shape recorded in the document plays that role.
+        """
         if not isinstance(data, dict):
             raise PromptError("a prompt file must contain a JSON object")
         version = data.get("version")
         if not _is_int(version):
-            raise PromptError(f"missing or invalid schema 'version' (expected {SCHEMA_VERSION}), got {version!r}")
+            raise PromptError(f"missing or invalid schema 'version' (expected {SCHEMA_VERSION}), got {_short(version)}")
         if version > SCHEMA_VERSION:
             raise PromptError(f"prompt file version {version} is newer than this napari-sam2 reads ({SCHEMA_VERSION}); please update")
         if version < 1:
             raise PromptError(f"invalid schema version {version}")
         unknown = set(data) - {"version", "model", "image_size", "frames", "contrast_limits", "objects"}
         if unknown:
-            raise PromptError(f"unknown top-level field(s) {sorted(unknown)}")
+            raise PromptError(f"unknown top-level field(s) {_short(sorted(unknown), 200)}")
         model = data.get("model")
         if model is not None and not isinstance(model, str):
-            raise PromptError(f"model must be a model name or null, got {model!r}")
+            raise PromptError(f"model must be a model name or null, got {_short(model)}")
         frames = data.get("frames")
-        shape = dtype = None
+        recorded = dtype = None
         if frames is not None:
             if not isinstance(frames, dict) or set(frames) - {"shape", "dtype"}:
                 raise PromptError('frames must be {"shape": [...], "dtype": "..."} or null')
-            shape = frames.get("shape")
-            if shape is not None and not isinstance(shape, list):
-                raise PromptError(f"frames shape must be a list of integers, got {shape!r}")
+            recorded = frames.get("shape")
+            if recorded is not None and not isinstance(recorded, list):
+                raise PromptError(f"frames shape must be a list of integers, got {_short(recorded)}")
             dtype = frames.get("dtype")
             if dtype is not None and not isinstance(dtype, str):
-                raise PromptError(f"frames dtype must be a string, got {dtype!r}")
+                raise PromptError(f"frames dtype must be a string, got {_short(dtype)}")
         limits = data.get("contrast_limits")
         if limits is not None and not isinstance(limits, list):
-            raise PromptError(f"contrast_limits must be [low, high] or null, got {limits!r}")
-        objects = data.get("objects", [])
+            raise PromptError(f"contrast_limits must be [low, high] or null, got {_short(limits)}")
+        objects = data.get("objects")
+        objects = [] if objects is None else objects
         if not isinstance(objects, list):
-            raise PromptError("objects must be a list")
+            raise PromptError(f"objects must be a list, got {_short(objects)}")
         result = cls(
-            objects=[ObjectPrompts.from_dict(obj, i) for i, obj in enumerate(objects)],
+            objects=[],
             model=model,
             image_size=data.get("image_size"),
-            frames_shape=None if shape is None else tuple(shape),
+            frames_shape=None if recorded is None else tuple(recorded),
             frames_dtype=dtype,
             contrast_limits=None if limits is None else tuple(limits),  # type: ignore[arg-type]
         )
-        result.validate()
+        # the header first: the frame size it records (or the caller's) bounds every mask
+        if shape is not None:
+            result.validate_against(shape)
+        else:
+            result.validate()
+        masks = _MaskLimit(_frame_size(tuple(shape) if shape is not None else result.frames_shape))
+        result.objects = [ObjectPrompts.from_dict(obj, i, masks) for i, obj in enumerate(objects)]
+        if shape is not None:
+            result.validate_against(shape)
+        else:
+            result.validate()
         return result
 
     def to_json(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -377,16 +456,27 @@ class PromptSet:
         return path
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "PromptSet":
+    def from_json(cls, path: str | os.PathLike, shape: Sequence[int] | None = None) -> "PromptSet":
+        """Read a prompt file; anything wrong with its content raises :class:`PromptError` naming it.
+
+        ``shape``: the frames' shape, see :meth:`from_dict` (pass it: masks are then
+        checked against the real frame size before they are decoded).
+        """
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise FileNotFoundError(f"no such prompt file: {path}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        except UnicodeDecodeError as err:
             raise PromptError(f"{path} is not valid JSON: {err}") from None
         try:
-            return cls.from_dict(data)
+            data = json.loads(text)
+        except (json.JSONDecodeError, ValueError, RecursionError) as err:
+            # ValueError: an integer of more than 4300 digits; RecursionError: absurd nesting
+            detail = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+            raise PromptError(f"{path} is not valid JSON: {detail}") from None
+        try:
+            return cls.from_dict(data, shape)
         except PromptError as err:
             raise PromptError(f"{path}: {err}") from None
 

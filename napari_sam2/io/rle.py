@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "encode_mask",
     "decode_mask",
+    "rle_size",
     "counts_to_string",
     "string_to_counts",
     "encode_labels",
@@ -104,8 +105,11 @@ def counts_to_string(counts: Iterable[int]) -> str:
     return "".join(chars)
 
 
+_MAX_SHIFT = 60  # a count of more than 12 groups of 5 bits is no mask size; stop before it grows
+
+
 def string_to_counts(text: str) -> list[int]:
-    """Inverse of :func:`counts_to_string`."""
+    """Inverse of :func:`counts_to_string`; raises ``ValueError`` for malformed text."""
     counts: list[int] = []
     position, length = 0, len(text)
     while position < length:
@@ -113,6 +117,8 @@ def string_to_counts(text: str) -> list[int]:
         while more:
             if position >= length:
                 raise ValueError("truncated RLE string")
+            if shift > _MAX_SHIFT:
+                raise ValueError(f"RLE count {len(counts)} is too large (more than {_MAX_SHIFT} bits)")
             c = ord(text[position]) - 48
             if not 0 <= c < 64:
                 raise ValueError(f"invalid character {text[position]!r} in RLE string")
@@ -128,25 +134,61 @@ def string_to_counts(text: str) -> list[int]:
     return counts
 
 
-def _counts_of(rle: dict[str, Any]) -> tuple[int, int, list[int]]:
-    try:
-        height, width = (int(v) for v in rle["size"])
-        counts = rle["counts"]
-    except (KeyError, TypeError, ValueError):
-        raise ValueError("an RLE must be a dict with 'size': [H, W] and 'counts'") from None
+def _is_count(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def rle_size(rle: Any) -> tuple[int, int]:
+    """The ``(H, W)`` an RLE declares, checked but not decoded (nothing is allocated)."""
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise ValueError("an RLE must be a dict with 'size': [H, W] and 'counts'")
+    size = rle["size"]
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_count(v) and v >= 0 for v in size):
+        raise ValueError(f"RLE size must be [H, W] with integers >= 0, got {_short(size)}")
+    return int(size[0]), int(size[1])
+
+
+def _counts_of(rle: Any, max_pixels: int | None = None) -> tuple[int, int, list[int]]:
+    height, width = rle_size(rle)
+    if max_pixels is not None and height * width > max_pixels:
+        raise ValueError(f"RLE size {height} x {width} is larger than allowed here ({max_pixels} pixels)")
+    counts = rle["counts"]
     if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
+        try:
+            counts = counts.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError("RLE counts bytes are not ASCII") from None
     if isinstance(counts, str):
         counts = string_to_counts(counts)
+    elif not isinstance(counts, (list, tuple)) or not all(_is_count(c) for c in counts):
+        raise ValueError(f"RLE counts must be a string or a list of integers, got {_short(counts)}")
     counts = [int(c) for c in counts]
-    if any(c < 0 for c in counts) or sum(counts) != height * width:
-        raise ValueError(f"RLE counts do not describe a {height} x {width} mask (they sum to {sum(counts)})")
+    total = sum(counts)
+    if any(c < 0 for c in counts) or total != height * width:
+        raise ValueError(f"RLE counts do not describe a {height} x {width} mask (they sum to {_short(total)})")
     return height, width, counts
 
 
-def decode_mask(rle: dict[str, Any]) -> np.ndarray:
-    """The (H, W) bool mask of an RLE (compressed or not); validates the counts."""
-    height, width, counts = _counts_of(rle)
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of a user-supplied value, cut so that an error message stays readable."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def decode_mask(rle: Any, shape: tuple[int, int] | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """The (H, W) bool mask of an RLE (compressed or not); validates the counts.
+
+    ``shape``: the size the mask must have; it is checked (like ``max_pixels``)
+    before anything is allocated, so a few bytes of JSON cannot ask for gigabytes.
+    """
+    if shape is not None:
+        declared = rle_size(rle)
+        if declared != tuple(shape):
+            raise ValueError(f"the mask is {declared[0]} x {declared[1]} but the frame is {shape[0]} x {shape[1]}")
+    height, width, counts = _counts_of(rle, max_pixels)
     values = np.zeros(len(counts), dtype=bool)
     values[1::2] = True
     flat = np.repeat(values, counts)
