@@ -35,7 +35,7 @@ from .optim import apply_lr, param_groups, set_trainable
 from .prompts import plan_prompts
 from .state import load_state, save_state, state_path_for
 
-__all__ = ["TrainProgress", "TrainResult", "train", "clip_loss", "check_outputs"]
+__all__ = ["TrainProgress", "TrainResult", "train", "clip_loss", "check_outputs", "mean_loss"]
 
 
 @dataclass
@@ -303,3 +303,27 @@ def _validate(model: Sam2, val_data: Any) -> dict[str, float]:
     finally:
         model.train()
     return {"J": report.J, "F": report.F, "J&F": report.JF}
+
+
+def mean_loss(model: Sam2, data: TrainingData, config: TrainConfig, draws: int = 8, seed: int = 2**20) -> float:
+    """Mean clip loss over ``draws`` fixed clips and prompts (no update), to compare models.
+
+    The draws use their own seed, distinct from the training clips' by default.
+    """
+    sampler = ClipSampler(data, model.image_size, config.clip)
+    was_training = model.training
+    model.train()  # the training-time behaviour of the heads, as the loss was defined
+    total = 0.0
+    try:
+        with torch.no_grad():
+            for k in range(draws):
+                rng = np.random.default_rng([seed, k])
+                clip = sampler.sample(rng)
+                plan = plan_prompts(clip.masks, config.prompts, rng)
+                with _autocast(model, config.precision):
+                    feats = encode_clip(model, clip.frames.to(model.device), False)
+                    steps_out = clip_forward(model, clip, plan, config.prompts, rng, feats)
+                total += float(clip_loss(steps_out, clip.masks, config.loss)[0])
+    finally:
+        model.train(was_training)
+    return total / draws
