@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import TrainConfig
     from .data import SyntheticData, TrainingData, Video, VideoData, from_arrays, from_ctc, from_files, from_generator
     from .errors import TrainingError
-    from .evaluate import EvalReport, EvalSet, eval_set_from, evaluate
+    from .evaluation import EvalReport, EvalSet, eval_set_from, evaluate
     from .loop import TrainProgress, TrainResult, train
     from .losses import LossWeights
     from .metrics import boundary_f, ctc_seg, jaccard
@@ -45,10 +45,10 @@ _LAZY = {
     "from_ctc": ".data",
     "from_generator": ".data",
     "TrainingError": ".errors",
-    "EvalReport": ".evaluate",
-    "EvalSet": ".evaluate",
-    "eval_set_from": ".evaluate",
-    "evaluate": ".evaluate",
+    "EvalReport": ".evaluation",
+    "EvalSet": ".evaluation",
+    "eval_set_from": ".evaluation",
+    "evaluate": ".evaluation",
     "TrainProgress": ".loop",
     "TrainResult": ".loop",
     "train": ".loop",

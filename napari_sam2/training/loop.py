@@ -181,7 +181,7 @@ def train(
     resumable state goes to ``state_path`` (default ``NAME.resume.pt`` next to it).
     ``resume``: continue from the state file; ``model`` may then be ``None`` (rebuilt
     from the state) and ``config`` ``None`` (the saved settings). ``val_data``: an
-    :class:`~.evaluate.EvalSet` for J&F every ``config.validate_every`` steps.
+    :class:`~.evaluation.EvalSet` for J&F every ``config.validate_every`` steps.
     ``progress`` is called after every step; ``cancel`` stops after the current step.
     Returns a :class:`TrainResult` whose ``model`` is the trained model in eval mode.
     """
@@ -295,7 +295,7 @@ def train(
 
 
 def _validate(model: Sam2, val_data: Any) -> dict[str, float]:
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     model.eval()
     try:
