@@ -24,11 +24,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .data import SyntheticData, TrainingData, Video, VideoData, from_arrays, from_ctc, from_files, from_generator
     from .errors import TrainingError
     from .evaluation import EvalReport, EvalSet, eval_set_from, evaluate
-    from .loop import TrainProgress, TrainResult, train
+    from .loop import TrainProgress, TrainResult, mean_loss, train
     from .losses import LossWeights
     from .metrics import boundary_f, ctc_seg, jaccard
     from .optim import OptimSettings
     from .prompts import PromptSettings
+    from .start import start_model
     from .state import load_state, state_path_for
 
 _LAZY = {
@@ -58,6 +59,8 @@ _LAZY = {
     "ctc_seg": ".metrics",
     "OptimSettings": ".optim",
     "PromptSettings": ".prompts",
+    "start_model": ".start",
+    "mean_loss": ".loop",
     "load_state": ".state",
     "state_path_for": ".state",
 }
