@@ -78,7 +78,7 @@ def data(tmp_path, clip):
 
 def _expected(clip, passes, first, last) -> np.ndarray:
     """Labels computed straight from the engine, for the frames first..last."""
-    session = VideoSession(miniature_model(), clip.image)
+    session = VideoSession(miniature_model(), clip.image, fill_hole_area=0)  # = the CLI's --fill-holes default
     _prompt_set(clip).apply(session)
     out = np.zeros((last - first + 1, SIZE, SIZE), np.uint16)
     for start, reverse, max_frames in passes:

@@ -80,7 +80,7 @@ def test_remove_small_regions():
 def test_session_applies_post_processing_to_every_result():
     model = miniature_model(image_size=128)
     frames = (np.random.default_rng(0).random((4, 128, 128)) * 255).astype(np.uint8)
-    with VideoSession(model, frames) as plain, VideoSession(model, frames, fill_hole_area=20, remove_area=20) as clean:
+    with VideoSession(model, frames, fill_hole_area=0) as plain, VideoSession(model, frames, fill_hole_area=20, remove_area=20) as clean:
         plain.add_points(0, 1, [[64, 64]], [1])
         clean.add_points(0, 1, [[64, 64]], [1])
         list(plain.propagate())
@@ -96,3 +96,58 @@ def test_session_applies_post_processing_to_every_result():
             assert not ((speck_areas > 0) & (speck_areas <= 20)).any()
             changed |= not torch.equal(raw, low)
         assert changed  # the random model does leave holes and specks to clean
+
+
+def scipy_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the reference's compiled ``get_connected_components`` returns, done with scipy.
+
+    Its kernel (block-based union-find over 2x2 blocks) links diagonal neighbours:
+    8-connectivity. Labels are >0 on foreground; counts are each component's area.
+    """
+    labels = np.zeros(mask.shape, np.int64)
+    counts = np.zeros(mask.shape, np.int64)
+    for i in range(mask.shape[0]):
+        lab, n = ndimage.label(mask[i, 0].numpy().astype(bool), structure=EIGHT)
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        sizes[0] = 0
+        labels[i, 0], counts[i, 0] = lab, sizes[lab]
+    return torch.from_numpy(labels), torch.from_numpy(counts)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fill_holes_is_the_references_fill_holes_in_mask_scores(monkeypatch, seed):
+    """Meta's own post-processing function, its CUDA kernel swapped for scipy, on random masks."""
+    from sam2.utils import misc
+
+    monkeypatch.setattr(misc, "get_connected_components", scipy_components)
+    rng = np.random.default_rng(seed)
+    n, h, w = int(rng.integers(1, 4)), int(rng.integers(4, 70)), int(rng.integers(4, 70))
+    # smoothed noise: blobs and holes of every size, from specks to large regions
+    noise = ndimage.gaussian_filter(rng.normal(size=(n, 1, h, w)), sigma=(0, 0, *rng.uniform(0.3, 2.5, 2)))
+    logits = (noise / noise.std() * 4 + rng.normal(-0.5, 1.5)).astype(np.float32)
+    logits[rng.random(logits.shape) < 0.02] = 0.0  # exact zeros count as background
+    max_area = int(rng.choice([1, 2, 8, 8, 30]))
+    torch_logits = torch.from_numpy(logits)
+    theirs = misc.fill_holes_in_mask_scores(torch_logits.clone(), max_area)
+    ours = fill_holes(torch_logits.clone(), max_area)
+    assert ours.dtype == theirs.dtype
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_hole_connectivity_and_area_bound_are_the_references():
+    logits = np.full((1, 1, 12, 12), 5.0, np.float32)
+    logits[0, 0, 2, 2] = logits[0, 0, 3, 3] = -1.0  # diagonal neighbours: one hole of 2 pixels
+    logits[0, 0, 7:9, 7:11] = -1.0  # a hole of exactly 8 pixels
+    logits[0, 0, 5, 9] = 0.0  # a 1-pixel hole whose score is exactly zero
+    filled = fill_holes(torch.from_numpy(logits), 1)[0, 0].numpy()
+    assert filled[2, 2] == filled[3, 3] == -1.0 and filled[5, 9] == np.float32(0.1)
+    filled = fill_holes(torch.from_numpy(logits), 8)[0, 0].numpy()
+    assert (filled > 0).all()
+    assert (fill_holes(torch.from_numpy(logits), 7)[0, 0].numpy()[7:9, 7:11] == -1.0).all()
+
+
+def test_the_engine_fills_holes_of_8_pixels_by_default():
+    model = miniature_model(image_size=64)
+    frames = np.zeros((2, 64, 64), np.uint8)
+    with VideoSession(model, frames) as default, VideoSession(model, frames, fill_hole_area=0) as off:
+        assert default.fill_hole_area == 8 and off.fill_hole_area == 0

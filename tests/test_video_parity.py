@@ -62,7 +62,10 @@ class Pair:
     def start(self):
         with torch.inference_mode():
             state = self.ref.init_state(self.jpeg_dir)
-        session = VideoSession(self.model, self.frames, corrections_as_prompts=self.corrections_as_cond)
+        # the reference skips hole filling without its compiled extension: compare with it off
+        session = VideoSession(
+            self.model, self.frames, fill_hole_area=0, corrections_as_prompts=self.corrections_as_cond
+        )
         return state, session
 
 
@@ -234,3 +237,33 @@ def test_other_variants_end_to_end(tmp_path, name):
     box = (0.5 * s, 0.45 * s, 0.8 * s, 0.75 * s)
     assert_same(ref_box(pair.ref, state, 0, 2, box), session.add_box(0, 2, box), f"{name} box")
     compare_propagation(ref_propagate(pair.ref, state), session.propagate(), f"{name} forward")
+
+
+def test_default_hole_filling_matches_the_reference_with_its_extension(pair, monkeypatch):
+    """Our default fill_hole_area=8 against the reference's, its CUDA kernel replaced by scipy.
+
+    The reference's video predictor is built with fill_hole_area=8 but skips it when its
+    compiled extension is missing; with the extension's connected components supplied
+    (8-connected, as the kernel computes them), both sides must agree everywhere,
+    including the memories encoded from filled masks.
+    """
+    from sam2.utils import misc
+    from test_postprocess import scipy_components
+
+    assert pair.ref.fill_hole_area == 8
+    monkeypatch.setattr(misc, "get_connected_components", scipy_components)
+    with torch.inference_mode():
+        state = pair.ref.init_state(pair.jpeg_dir)
+    session = VideoSession(pair.model, pair.frames, corrections_as_prompts=pair.corrections_as_cond)
+    assert session.fill_hole_area == 8
+    s = pair.size
+    clicks = [[0.3 * s, 0.3 * s], [0.32 * s, 0.36 * s], [0.1 * s, 0.1 * s]]
+    r = ref_points(pair.ref, state, 0, 1, clicks, [1, 0, 0])
+    assert_nontrivial(r)
+    assert_same(r, session.add_points(0, 1, clicks, [1, 0, 0]), "click, holes filled")
+    compare_propagation(ref_propagate(pair.ref, state), session.propagate(), "forward, holes filled")
+    # the filling did something on this data (else the comparison proves nothing)
+    with VideoSession(pair.model, pair.frames, fill_hole_area=0) as plain:
+        raw = plain.add_points(0, 1, clicks, [1, 0, 0])[1]
+    filled = session.add_points(0, 1, clicks, [1, 0, 0])[1]
+    assert not np.array_equal(raw > 0, filled > 0)

@@ -89,7 +89,9 @@ class VideoSession:
 
     ``frames``: any array-like (T, H, W) or (T, H, W, 3), read lazily.
     ``fill_hole_area``: fill background holes up to this many pixels (at the model's
-    low mask resolution) as SAM 2's video post-processing does; 0 disables it.
+    low mask resolution) as SAM 2's video post-processing does. The default, 8, is
+    what Meta's video predictor asks for (it applies it where its CUDA extension is
+    built); 0 disables it, as the reference does without the extension.
     ``remove_area``: remove foreground specks up to this many pixels; 0 disables it.
     ``corrections_as_prompts``: a click on an already tracked frame makes it a prompted
     (conditioning) frame, so the correction is kept and steers all later propagation.
@@ -105,7 +107,7 @@ class VideoSession:
         self,
         model: Sam2,
         frames,
-        fill_hole_area: int = 0,
+        fill_hole_area: int = 8,
         *,
         remove_area: int = 0,
         contrast_limits: tuple[float, float] | None = None,
