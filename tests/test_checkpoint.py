@@ -163,6 +163,36 @@ def test_download_falls_back_to_the_mirror(served):
     assert ckpt.download_checkpoint("sam2.1_hiera_tiny", progress=False).is_file()
 
 
+class _Cancelled(Exception):
+    pass
+
+
+def test_cancel_during_a_download_stops_at_once(served):
+    server, use, cache = served
+    requests = []
+    handler = server.httpd.RequestHandlerClass
+    original = handler.func.do_GET
+
+    def counting(self):
+        requests.append(self.path)
+        return original(self)
+
+    handler.func.do_GET = counting
+    try:
+        use([f"{server.url}/sam2.1_hiera_tiny.pt", f"{server.url}/mirror/sam2.1_hiera_tiny.pt"])
+
+        def cancel(done, total):
+            if done:
+                raise _Cancelled()
+
+        with pytest.raises(_Cancelled):
+            ckpt.download_checkpoint("sam2.1_hiera_tiny", progress=cancel)
+    finally:
+        handler.func.do_GET = original
+    assert requests == ["/sam2.1_hiera_tiny.pt"]  # the mirror was never asked
+    assert not cache.exists() or not any(cache.iterdir())  # no partial file
+
+
 def test_corrupt_download_never_looks_complete(served):
     server, use, cache = served
     use([f"{server.url}/sam2.1_hiera_tiny.pt"], sha256="0" * 64)

@@ -3,13 +3,21 @@
 An export interrupted half-way (crash, full disk, cancelled job) must never leave a
 file or folder that looks complete. Everything is written next to the destination
 (same file system, so the final ``os.replace`` is atomic) and only renamed once done.
+Files are flushed to disk (fsync) before the rename and the folder entry after it, so
+a power cut cannot leave a renamed but empty output. A folder that replaces an older
+one is swapped with it in one step where the system can (Linux ``renameat2`` with
+``RENAME_EXCHANGE``, macOS ``renamex_np`` with ``RENAME_SWAP``), so readers never see a
+moment without output; elsewhere the old folder is moved aside just before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -59,28 +67,75 @@ def atomic_output(
         temp.mkdir()
     try:
         yield temp
-        if not directory:
-            _fsync(temp)
+        _fsync_tree(temp)
         if directory and final.is_dir() and not final.is_symlink():
+            # a folder with content cannot be replaced by rename: swap the two in one step
+            if _exchange(temp, final):
+                _fsync_dir(final.parent)
+                shutil.rmtree(temp, ignore_errors=True)  # temp now holds the old output
+                return
             trash = final.parent / f".{final.name}.old-{token}"
-            os.replace(final, trash)  # a folder cannot be replaced by rename while it has content
+            os.replace(final, trash)
             try:
                 os.replace(temp, final)
             except BaseException:
                 os.replace(trash, final)
                 raise
+            _fsync_dir(final.parent)
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(temp, final)
+            _fsync_dir(final.parent)
     except BaseException:
         _remove(temp)
         raise
 
 
-def _fsync(path: Path) -> None:
+def _fsync_tree(path: Path) -> None:
+    """Flush a file, or every file and folder under a folder, to the disk."""
     if path.is_file():
         with open(path, "rb+") as handle:
             os.fsync(handle.fileno())
+    elif path.is_dir():
+        for root, dirs, files in os.walk(path, topdown=False):
+            for name in files:
+                file = os.path.join(root, name)
+                if not os.path.islink(file):
+                    with open(file, "rb+") as handle:
+                        os.fsync(handle.fileno())
+            _fsync_dir(Path(root))
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (renames, new files); not possible on Windows."""
+    if sys.platform == "win32":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # Linux renameat2 flag; macOS renamex_np's RENAME_SWAP has the same value
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths where the system supports it; False if it cannot."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:
+        return False
+    encoded = os.fsencode(a), os.fsencode(b)
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        result = libc.renameat2(_AT_FDCWD, encoded[0], _AT_FDCWD, encoded[1], _RENAME_EXCHANGE)
+    elif sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        result = libc.renamex_np(encoded[0], encoded[1], _RENAME_EXCHANGE)
+    else:
+        return False
+    return result == 0  # e.g. EINVAL on a file system without exchange: fall back
 
 
 def _remove(path: Path) -> None:

@@ -114,20 +114,32 @@ def is_cached(name: str, verify: bool = False) -> bool:
 
 
 class _ProgressAdapter:
-    """Just enough of tqdm's interface for pooch to report bytes to a callback."""
+    """Just enough of tqdm's interface for pooch to report bytes to a callback.
+
+    An exception raised by the callback is how a caller cancels a download; it is
+    remembered so that the download stops at once instead of trying the next mirror.
+    """
 
     def __init__(self, callback: Callable[[int, int], None]) -> None:
         self.callback = callback
         self.total = 0
         self.n = 0
+        self.raised: BaseException | None = None
+
+    def _report(self) -> None:
+        try:
+            self.callback(self.n, self.total)
+        except BaseException as exc:
+            self.raised = exc
+            raise
 
     def update(self, chunk: int) -> None:
         self.n += chunk
-        self.callback(self.n, self.total)
+        self._report()
 
     def reset(self) -> None:
         self.n = 0
-        self.callback(0, self.total)
+        self._report()
 
     def close(self) -> None:
         pass
@@ -140,17 +152,21 @@ def download_checkpoint(
     """Return the cached official checkpoint for ``name``, downloading it if needed.
 
     ``progress`` is ``True`` for a terminal progress bar, ``False``/``None`` for none, or a
-    callable ``(bytes_done, bytes_total)``. The file is verified by SHA-256; a cached file
-    that fails the check is fetched again.
+    callable ``(bytes_done, bytes_total)``; an exception the callable raises (a cancel)
+    ends the download at once and propagates unchanged, with no partial file left. The
+    file is verified by SHA-256; a cached file that fails the check is fetched again.
     """
     import pooch
 
     entry = _official_entry(name)
     target = checkpoint_path(name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    progressbar: object = bool(progress) if not callable(progress) else _ProgressAdapter(progress)
+    adapter = _ProgressAdapter(progress) if callable(progress) else None
+    progressbar: object = adapter if adapter is not None else bool(progress)
     errors: list[str] = []
     for url in entry.urls:
+        if adapter is not None:
+            adapter.raised = None
         try:
             path = pooch.retrieve(
                 url,
@@ -160,10 +176,13 @@ def download_checkpoint(
                 progressbar=progressbar,
             )
             return Path(path)
-        except ValueError as exc:  # hash mismatch: pooch removed the bad file
-            errors.append(f"{url}: {exc}")
-        except Exception as exc:  # network errors come in many types (requests, OS)
-            errors.append(f"{url}: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            if adapter is not None and adapter.raised is not None:
+                raise adapter.raised from None  # cancelled by the caller: no other mirror
+            if isinstance(exc, ValueError):  # hash mismatch: pooch removed the bad file
+                errors.append(f"{url}: {exc}")
+            else:  # network errors come in many types (requests, OS)
+                errors.append(f"{url}: {type(exc).__name__}: {exc}")
     raise CheckpointError(
         f"could not download the {name} checkpoint.\n"
         + "\n".join(errors)
