@@ -129,12 +129,17 @@ class _Simulation:
     def seed_cells(self) -> None:
         rng, p = self.rng, self.p
         count = int(np.clip(round(p.density * self.h * self.w / (np.pi * p.radius**2)), 1, p.max_cells))
+        placed = np.empty((count, 3))  # row, col, radius of the cells placed so far
+        n = 0
         for _ in range(count):
             radius = p.radius * float(np.exp(rng.normal(0.0, 0.2)))
             for _attempt in range(20):
                 pos = rng.uniform([-radius, -radius], [self.h + radius, self.w + radius])
-                if all(np.hypot(*(pos - c.pos)) > 0.9 * (radius + c.radius) for c in self.cells):
+                gaps = np.hypot(placed[:n, 0] - pos[0], placed[:n, 1] - pos[1]) - 0.9 * (radius + placed[:n, 2])
+                if n == 0 or gaps.min() > 0:
                     self._new(pos, radius, 0)
+                    placed[n] = (pos[0], pos[1], radius)
+                    n += 1
                     break
         # a few cells near an edge swim out
         for cell in self.cells:

@@ -149,12 +149,17 @@ def fractal_noise(rng: np.random.Generator, shape: tuple[int, int], largest: flo
 def binomial_blur(image: np.ndarray, passes: int) -> np.ndarray:
     """Approximate Gaussian blur (sigma^2 = passes / 2) over the last two axes, edges clamped."""
     out = image.astype(np.float32, copy=True)
-    lead = [(0, 0)] * (out.ndim - 2)
+    tmp = np.empty_like(out)
     for _ in range(passes):
-        p = np.pad(out, lead + [(1, 1), (0, 0)], mode="edge")
-        out = 0.25 * (p[..., :-2, :] + p[..., 2:, :]) + 0.5 * p[..., 1:-1, :]
-        p = np.pad(out, lead + [(0, 0), (1, 1)], mode="edge")
-        out = 0.25 * (p[..., :-2] + p[..., 2:]) + 0.5 * p[..., 1:-1]
+        for axis in (-2, -1):
+            a = np.moveaxis(out, axis, -1)
+            t = np.moveaxis(tmp, axis, -1)
+            t[..., 1:-1] = a[..., :-2] + a[..., 2:]
+            t[..., 0] = a[..., 0] + a[..., 1]  # edges clamped
+            t[..., -1] = a[..., -1] + a[..., -2]
+            t *= 0.25
+            a *= 0.5
+            a += t
     return out
 
 
@@ -172,10 +177,11 @@ def camera(
     """
     photons = np.maximum(photons, 0.0, dtype=np.float32)
     spread = np.sqrt(np.float32(gain * gain) * photons + np.float32(read_noise * read_noise))
-    counts = np.float32(offset) + np.float32(gain) * photons
+    counts = np.float32(offset + 0.5) + np.float32(gain) * photons
     counts += spread * rng.standard_normal(photons.shape, dtype=np.float32)
     info = np.iinfo(dtype)
-    return np.clip(np.rint(counts), info.min, info.max).astype(dtype)
+    np.clip(counts, info.min, info.max, out=counts)
+    return counts.astype(dtype)  # truncation after the +0.5 above rounds
 
 
 def draw_size(rng: np.random.Generator, size: int | tuple[int, int] | None, lo: int = 96, hi: int = 384) -> tuple[int, int]:
