@@ -180,8 +180,10 @@ def train(
     ``output``: the inference checkpoint written at the end (and when stopped); the
     resumable state goes to ``state_path`` (default ``NAME.resume.pt`` next to it).
     ``resume``: continue from the state file; ``model`` may then be ``None`` (rebuilt
-    from the state) and ``config`` ``None`` (the saved settings). ``val_data``: an
-    :class:`~.evaluation.EvalSet` for J&F every ``config.validate_every`` steps.
+    from the state) and ``config`` ``None`` (the saved settings). ``val_data``: videos
+    with truth (an :class:`~.evaluation.EvalSet`, :class:`~.data.VideoData`, or
+    :class:`~.data.SyntheticData` with held-out seeds) for J&F every
+    ``config.validate_every`` steps.
     ``progress`` is called after every step; ``cancel`` stops after the current step.
     Returns a :class:`TrainResult` whose ``model`` is the trained model in eval mode.
     """
@@ -226,6 +228,10 @@ def train(
         step, history = saved.step, saved.history
         torch.set_rng_state(saved.torch_rng)
     sampler = ClipSampler(data, model.image_size, config.clip)
+    if val_data is not None:
+        from .evaluation import eval_set_from
+
+        val_data = eval_set_from(val_data)  # generated once: every validation sees the same clips
     train_encoder = config.trainable == "all"
     stop = _Stop(cancel)
     validations: list[dict[str, float]] = []
