@@ -8,8 +8,10 @@ encoder forward + backward on a batch of 8 frames plus the SAM heads on them.
     python benchmarks/bench_demo_speed.py                    # 2 threads, demo + tiny 512 + tiny 1024
     python benchmarks/bench_demo_speed.py --threads 1 --skip-1024
 
-Writes ``benchmarks/results/demo_speed.json``. Other processes on the machine slow
-everything down; the printed load average says how busy it was.
+Writes ``benchmarks/results/demo_speed_<N>threads.json``. Other processes on the
+machine slow everything down (two threads on a busy two-core machine far more than
+one); the printed load average says how busy it was, and the CPU seconds per frame of
+this process (with one thread: what a dedicated core would take) do not depend on it.
 """
 
 from __future__ import annotations
@@ -49,19 +51,22 @@ def propagation_fps(model, size: int, frames: int) -> dict:
     clip = random_clip("fluorescence", 11, num_frames=frames, size=size)
     label = max(clip.centers, key=lambda k: sum(c is not None for c in clip.centers[k]))
     first = next(t for t, c in enumerate(clip.centers[label]) if c is not None)
-    times = []
+    times, cpu = [], []
     with VideoSession(model, clip.image) as session:
         start = time.perf_counter()
         session.add_points(first, 1, [clip.centers[label][first]], [1])
         click = time.perf_counter() - start
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in session.propagate(start=first):
-            now = time.perf_counter()
+            now, now_cpu = time.perf_counter(), time.process_time()
             times.append(now - start)
-            start = now
-    steady = times[2:] if len(times) > 3 else times
+            cpu.append(now_cpu - start_cpu)
+            start, start_cpu = now, now_cpu
+    skip = 2 if len(times) > 3 else 0
+    steady, steady_cpu = times[skip:], cpu[skip:]
+    # CPU seconds of this process: with one thread, what a dedicated core would take
     return {"first_click_s": click, "seconds_per_frame": float(np.mean(steady)), "fps": float(1 / np.mean(steady)),
-            "frames_timed": len(steady)}
+            "cpu_seconds_per_frame": float(np.mean(steady_cpu)), "frames_timed": len(steady)}
 
 
 def train_pass_seconds(model, batch: int = 8, repeats: int = 2) -> dict:
@@ -96,11 +101,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12, help="frames propagated by the demo model")
     parser.add_argument("--tiny-frames", type=int, default=5, help="frames propagated by sam2.1_hiera_tiny")
     parser.add_argument("--skip-1024", action="store_true", help="leave out tiny at 1024 (slowest)")
+    parser.add_argument("--demo-only", action="store_true", help="time the demo model alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    runs = [("demo", demo_config(), args.frames), ("sam2.1_hiera_tiny", get_config("sam2.1_hiera_tiny", 512), args.tiny_frames)]
-    if not args.skip_1024:
+    load_before = os.getloadavg()[0]
+    runs = [("demo", demo_config(), args.frames)]
+    if not args.demo_only:
+        runs.append(("sam2.1_hiera_tiny", get_config("sam2.1_hiera_tiny", 512), args.tiny_frames))
+    if not (args.skip_1024 or args.demo_only):
         runs.append(("sam2.1_hiera_tiny", get_config("sam2.1_hiera_tiny"), args.tiny_frames))
     rows = []
     for name, config, frames in runs:
@@ -111,19 +120,20 @@ def main() -> None:
             row["train_pass"] = train_pass_seconds(model)
         rows.append(row)
         del model
-    info = machine_info() | {"load_average": os.getloadavg()}
+    info = machine_info() | {"load_average": (load_before, os.getloadavg()[0])}
     print(f"machine: {info.get('cpu', info['processor'])}, {info['cpu_count']} cores, torch {info['torch']}, "
-          f"{args.threads} threads, load average {info['load_average'][0]:.2f}")
-    print(f"{'model':20s} {'input':>6s} {'params':>10s} {'MB':>7s} {'s/frame':>8s} {'fps':>7s}")
+          f"{args.threads} threads, load average {load_before:.2f} before, {info['load_average'][1]:.2f} after")
+    print(f"{'model':20s} {'input':>6s} {'params':>10s} {'MB':>7s} {'s/frame':>8s} {'fps':>7s} {'cpu s/frame':>12s}")
     for r in rows:
         print(f"{r['model']:20s} {r['image_size']:6d} {r['parameters']:10,d} {r['state_dict_mb']:7.1f} "
-              f"{r['seconds_per_frame']:8.3f} {r['fps']:7.2f}")
+              f"{r['seconds_per_frame']:8.3f} {r['fps']:7.2f} {r['cpu_seconds_per_frame']:12.3f}")
     demo = rows[0]["train_pass"]
     print(f"demo training-like pass, 8 frames: forward {demo['forward_s']:.2f} s + backward {demo['backward_s']:.2f} s "
           f"= {demo['total_s']:.2f} s")
     RESULTS.mkdir(exist_ok=True)
-    save_results("demo_speed", {"args": vars(args), "load_average": info["load_average"], "rows": rows})
-    print(f"wrote {RESULTS / 'demo_speed.json'}")
+    stem = f"demo_speed_{args.threads}threads" + ("_demo_only" if args.demo_only else "")
+    save_results(stem, {"args": vars(args), "load_average": info["load_average"], "rows": rows})
+    print(f"wrote {RESULTS / (stem + '.json')}")
 
 
 if __name__ == "__main__":
