@@ -123,3 +123,22 @@ def test_single_annotated_image_is_a_one_frame_video():
     data = from_arrays(image[0], labels[0])
     clip = ClipSampler(data, 32, ClipSettings()).sample(np.random.default_rng(0))
     assert clip.num_frames == 1
+
+
+def test_clips_use_only_trusted_frames():
+    image, labels = moving_squares(num_frames=12)
+    data = from_arrays(image, labels, frames=[0, 1, 2, 7, 8, 9, 10, 11])
+    sampler = ClipSampler(data, 32, ClipSettings(num_frames=4))
+    rng = np.random.default_rng(0)
+    lengths = set()
+    for _ in range(100):
+        idx = sampler.sample(rng).frame_indices
+        assert set(idx) <= {0, 1, 2, 7, 8, 9, 10, 11}
+        lengths.add(len(idx))
+    assert lengths == {3, 4}  # the run 0..2 gives 3-frame clips
+    with pytest.raises(TrainingError, match="out of range"):
+        from_arrays(image, labels, frames=[12])
+    empty = labels.copy()
+    empty[3:] = 0
+    with pytest.raises(TrainingError, match="on the chosen frames"):
+        from_arrays(image, empty, frames=[5, 6])

@@ -86,19 +86,33 @@ class ClipSampler:
 
     # ------------------------------------------------------------------ cutting
     def _choose_frames(self, video: Video, rng: np.random.Generator) -> list[int]:
-        """Frame indices in processing order; the first one shows at least one object."""
-        total = video.num_frames
-        length = min(self.settings.num_frames, total)
-        has = np.zeros(total, dtype=bool)
+        """Frame indices in processing order; the first one shows at least one object.
+
+        Clips lie inside runs of usable frames; a run shorter than the clip length gives
+        a shorter clip.
+        """
+        usable = video.is_annotated()
+        has = np.zeros(video.num_frames, dtype=bool)
         has[video.frames_with_objects()] = True
-        starts = np.arange(total - length + 1)
-        forward = starts[has[starts]]
-        backward = starts[has[starts + length - 1]]
-        reverse = rng.random() < self.settings.prob_reverse
-        if reverse and backward.size == 0 or not reverse and forward.size == 0:
-            reverse = not reverse
-        options = backward if reverse else forward
-        start = int(rng.choice(options))
+        windows: list[tuple[int, int, bool]] = []  # (start, length, reversed)
+        t = 0
+        while t < video.num_frames:
+            if not usable[t]:
+                t += 1
+                continue
+            end = t
+            while end + 1 < video.num_frames and usable[end + 1]:
+                end += 1
+            length = min(self.settings.num_frames, end - t + 1)
+            for start in range(t, end - length + 2):
+                if has[start]:
+                    windows.append((start, length, False))
+                if has[start + length - 1]:
+                    windows.append((start, length, True))
+            t = end + 1
+        want_reverse = rng.random() < self.settings.prob_reverse
+        preferred = [w for w in windows if w[2] == want_reverse] or windows
+        start, length, reverse = preferred[int(rng.integers(0, len(preferred)))]
         frames = list(range(start, start + length))
         return frames[::-1] if reverse else frames
 

@@ -51,6 +51,7 @@ class Video:
     contrast_limits: tuple[float, float] | None = None
     objects: list[np.ndarray] = field(default_factory=list)
     seg_truth: Any = None  # CTC: raw SEG masks by frame, for the SEG measure
+    annotated: np.ndarray | None = None  # (T,) bool: frames whose labels are complete truth
 
     @property
     def num_frames(self) -> int:
@@ -71,8 +72,15 @@ class Video:
     def is_uint8(self) -> bool:
         return np.dtype(self.image.dtype) == np.uint8
 
+    def is_annotated(self) -> np.ndarray:
+        """(T,) bool: frames that may be used (all unless restricted)."""
+        if self.annotated is None:
+            return np.ones(self.num_frames, dtype=bool)
+        return self.annotated
+
     def frames_with_objects(self) -> np.ndarray:
-        return np.array([t for t, ids in enumerate(self.objects) if ids.size], dtype=np.int64)
+        ok = self.is_annotated()
+        return np.array([t for t, ids in enumerate(self.objects) if ids.size and ok[t]], dtype=np.int64)
 
 
 def make_video(
@@ -81,8 +89,13 @@ def make_video(
     name: str = "video",
     contrast_limits: tuple[float, float] | None = None,
     require_objects: bool = True,
+    frames: Sequence[int] | None = None,
 ) -> Video:
-    """Check an image/labels pair and index the objects of each frame."""
+    """Check an image/labels pair and index the objects of each frame.
+
+    ``frames``: only these frames hold trusted labels (e.g. the ones a user painted or
+    corrected); clips are cut from runs of them only. Default: every frame.
+    """
     image, labels = _array_like(image), _array_like(labels)
     ishape, lshape = tuple(int(s) for s in image.shape), tuple(int(s) for s in labels.shape)
     if len(lshape) == 2:  # a single annotated image
@@ -114,8 +127,16 @@ def make_video(
             raise TrainingError(f"{name}: labels must not be negative; frame {t} has {frame.min()}")
         ids = np.unique(frame)
         objects.append(ids[ids != 0].astype(np.int64))
-    if require_objects and not any(ids.size for ids in objects):
-        raise TrainingError(f"{name}: the labels contain no objects (every pixel is 0); paint or load masks first")
+    annotated = None
+    if frames is not None:
+        annotated = np.zeros(lshape[0], dtype=bool)
+        for t in frames:
+            if not 0 <= int(t) < lshape[0]:
+                raise TrainingError(f"{name}: frame {t} is out of range; the stack has {lshape[0]} frames")
+            annotated[int(t)] = True
+    if require_objects and not any(ids.size for t, ids in enumerate(objects) if annotated is None or annotated[t]):
+        where = "on the chosen frames" if annotated is not None else "(every pixel is 0)"
+        raise TrainingError(f"{name}: the labels contain no objects {where}; paint or load masks first")
     if contrast_limits is None and idtype != np.uint8:
         contrast_limits = estimate_contrast_limits(lambda t: np.asarray(image[t]), lshape[0])
     elif contrast_limits is not None:
@@ -123,7 +144,7 @@ def make_video(
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
             raise TrainingError(f"{name}: contrast limits need finite low < high; got ({lo}, {hi})")
         contrast_limits = (lo, hi)
-    return Video(image, labels, name, contrast_limits, objects)
+    return Video(image, labels, name, contrast_limits, objects, annotated=annotated)
 
 
 class TrainingData:
@@ -198,9 +219,14 @@ def from_arrays(
     labels: Any,
     contrast_limits: tuple[float, float] | None = None,
     name: str = "image",
+    frames: Sequence[int] | None = None,
 ) -> VideoData:
-    """Training data from in-memory or lazy arrays (e.g. napari image and labels layers)."""
-    return VideoData([make_video(image, labels, name, contrast_limits)])
+    """Training data from in-memory or lazy arrays (e.g. napari image and labels layers).
+
+    ``frames``: the frames whose labels are trusted (painted or corrected by the user);
+    clips use only runs of these frames. Default: all frames.
+    """
+    return VideoData([make_video(image, labels, name, contrast_limits, frames=frames)])
 
 
 def _open(path: str | os.PathLike, what: str) -> Any:
