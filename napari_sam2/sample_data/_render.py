@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Window = tuple[slice, slice]
 
 
 @dataclass(frozen=True)
