@@ -8,7 +8,13 @@ narrower heads and a 256-pixel input. It is trained on the synthetic generators 
 
 from __future__ import annotations
 
-from dataclasses import replace
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from napari_sam2.model.config import (
     MODEL_CONFIGS,
@@ -19,7 +25,7 @@ from napari_sam2.model.config import (
     Sam2Config,
 )
 
-__all__ = ["DEMO_IMAGE_SIZE", "demo_config"]
+__all__ = ["DEMO_IMAGE_SIZE", "DEMO_STAGES", "DemoStage", "HELDOUT_SEED", "build_demo", "demo_clip", "demo_config", "stage_config"]
 
 DEMO_IMAGE_SIZE = 256
 
@@ -54,3 +60,158 @@ def demo_config(image_size: int = DEMO_IMAGE_SIZE) -> Sam2Config:
         iou_head_hidden_dim=128,
         mask_in_chans=16,
     )
+
+
+# --- the recipe -------------------------------------------------------------------------
+
+#: Clips for training are drawn from seeds below this; held-out scoring uses seeds from
+#: ``HELDOUT_SEED`` on, which training never sees.
+TRAIN_SEEDS = 1_000_000
+HELDOUT_SEED = 1_000_000
+#: Share of each kind among training clips (by seed modulo 10).
+_KIND_BY_DIGIT = ("fluorescence",) * 5 + ("rgb",) * 3 + ("nuclei",) * 2
+
+
+@dataclass(frozen=True)
+class DemoStage:
+    """One stage of the recipe: a fresh optimiser schedule on clips of ``num_frames``."""
+
+    name: str
+    steps: int
+    num_frames: int
+    correction_rounds: int
+    lr: float
+
+
+#: Stage "image" teaches the encoder and decoder to segment from prompts on short clips
+#: (cheap steps, so many of them); stage "video" teaches memory on longer clips.
+DEMO_STAGES = (
+    DemoStage("image", steps=1500, num_frames=2, correction_rounds=2, lr=6e-4),
+    DemoStage("video", steps=1000, num_frames=6, correction_rounds=3, lr=3e-4),
+)
+
+
+def demo_clip(seed: int, num_frames: int = 12) -> Any:
+    """The synthetic clip of ``seed``: its kind follows the seed's last digit."""
+    from napari_sam2.sample_data import random_clip
+
+    return random_clip(_KIND_BY_DIGIT[seed % 10], seed, num_frames=num_frames)
+
+
+def stage_config(stage: DemoStage, seed: int, checkpoint_every: int = 50) -> Any:
+    """The :class:`~napari_sam2.training.TrainConfig` of one recipe stage."""
+    from .clips import ClipSettings
+    from .config import TrainConfig
+    from .optim import OptimSettings
+    from .prompts import PromptSettings
+
+    return TrainConfig(
+        steps=stage.steps,
+        trainable="all",
+        seed=seed,
+        clip=ClipSettings(num_frames=stage.num_frames),
+        # the demo is used with clicks first: fewer mask prompts than SAM 2's 0.5
+        prompts=PromptSettings(prob_mask=0.3, prob_box=0.2, correction_rounds=stage.correction_rounds),
+        # from scratch: one learning rate for every layer, a looser clip than fine-tuning
+        optim=OptimSettings(lr=stage.lr, encoder_lr_scale=1.0, layer_decay=1.0, grad_clip=1.0),
+        checkpoint_every=checkpoint_every,
+        grad_checkpoint=False,
+    )
+
+
+def build_demo(
+    output: str | os.PathLike,
+    workdir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    stages: Sequence[DemoStage] = DEMO_STAGES,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train the demo model from scratch, stage by stage, and write it to ``output``.
+
+    Every stage keeps a resumable state in ``workdir`` (saved every 50 steps and on
+    Ctrl-C); with ``resume`` finished stages are skipped and an interrupted one goes on
+    where it stopped.
+    """
+    import torch
+
+    from napari_sam2.model import build_sam2
+    from napari_sam2.model.saved import save_checkpoint
+
+    from .data import from_generator
+    from .loop import train
+    from .state import state_path_for
+
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    data = from_generator(demo_clip, seeds=range(TRAIN_SEEDS), name="demo synthetic clips")
+    started = time.time()
+    model = None
+    for index, stage in enumerate(stages):
+        out = work / f"stage-{index + 1}-{stage.name}.pt"
+        state = state_path_for(out)
+        config = stage_config(stage, seed + index)
+        if resume and out.is_file() and not state.is_file():
+            log(f"stage {stage.name}: done earlier ({out})")
+            model = build_sam2(checkpoint=out, device="cpu")
+            continue
+        go_on = resume and state.is_file()
+        if model is None and not go_on:
+            torch.manual_seed(seed)
+            model = build_sam2(demo_config(), device="cpu")
+
+        def report(p: Any, name: str = stage.name) -> None:
+            if p.step % 10 == 0 or p.step == p.steps:
+                log(f"{name} {p.step}/{p.steps} loss {p.loss:.3f} lr {p.lr:.2e} {p.elapsed:.0f}s")
+
+        result = train(
+            None if go_on else model, data, config, output=out, overwrite=True, resume=go_on, progress=report,
+            metadata={"recipe": "napari_sam2.training.demo", "stage": stage.name},
+        )
+        if result.cancelled:
+            raise KeyboardInterrupt
+        state.unlink(missing_ok=True)  # the stage is finished: its output is what counts
+        model = result.model
+    assert model is not None
+    minutes = (time.time() - started) / 60.0
+    meta = {
+        "recipe": "python -m napari_sam2.training.demo",
+        "seed": seed,
+        "stages": [dataclasses.asdict(s) for s in stages],
+        "train_seeds": f"0..{TRAIN_SEEDS - 1}",
+        "minutes_this_run": round(minutes, 1),
+        "torch": str(torch.__version__),
+        "threads": torch.get_num_threads(),
+    }
+    save_checkpoint(model, output, meta, overwrite=True)
+    log(f"demo model written to {output} ({minutes:.1f} min in this run)")
+    return Path(output)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m napari_sam2.training.demo``: rebuild the bundled demo model."""
+    import argparse
+
+    import torch
+
+    parser = argparse.ArgumentParser(prog="python -m napari_sam2.training.demo", description=main.__doc__)
+    parser.add_argument("-o", "--output", default="demo.pt", help="where to write the model (default: demo.pt)")
+    parser.add_argument("--workdir", default="demo-training", help="stage outputs and resumable states")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--resume", action="store_true", help="go on from the states in the work folder")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        build_demo(args.output, args.workdir, seed=args.seed, resume=args.resume,
+                   log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"stopped; run again with --resume to go on from {args.workdir}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
