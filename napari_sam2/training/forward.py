@@ -20,11 +20,45 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..model.sam2 import HeadOutput, ImageFeatures, Sam2
+from ..model.sam2 import HeadOutput, ImageFeatures, MemoryTokens, Sam2
 from .clips import Clip
 from .prompts import PromptPlan, PromptSettings, corrective_points, initial_points
 
 __all__ = ["FrameStep", "clip_forward", "encode_clip"]
+
+
+class _Ops:
+    """The model's per-frame operations, optionally recomputed in the backward pass.
+
+    Memory attention and the SAM heads keep large activations per frame (hundreds of MB
+    at 512 px); with ``recompute`` only their inputs are kept, so a clip's memory grows
+    slowly with its length at the cost of a second forward pass in backward.
+    """
+
+    def __init__(self, model: Sam2, recompute: bool) -> None:
+        self.model = model
+        self.recompute = recompute and torch.is_grad_enabled()
+
+    def _run(self, fn, *args):
+        return checkpoint(fn, *args, use_reentrant=False) if self.recompute else fn(*args)
+
+    def condition(self, feats: ImageFeatures, tokens) -> torch.Tensor:
+        n = tokens.num_ptr_tokens
+        return self._run(lambda f, p: self.model.condition_on_memory(feats, MemoryTokens(f, p, n)), tokens.feats, tokens.pos)
+
+    def memory(self, feats: ImageFeatures, high: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return self._run(lambda h, s: self.model.encode_memory(feats, h, s, binarize=False), high, scores)
+
+    def heads(self, pix: torch.Tensor, high_res, *args, **kwargs) -> HeadOutput:
+        if not self.recompute:
+            return self.model.run_heads(pix, high_res, *args, **kwargs)
+
+        def fn(p: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            h = self.model.run_heads(p, high_res, *args, **kwargs)
+            return h.low_res_multimasks, h.ious, h.low_res_masks, h.obj_ptr, h.object_score_logits
+
+        out = checkpoint(fn, pix, use_reentrant=False)
+        return HeadOutput(*out, image_size=self.model.image_size)
 
 
 @dataclass
@@ -88,7 +122,7 @@ def _memory(
 
 
 def _corrections(
-    model: Sam2,
+    ops: _Ops,
     pix: torch.Tensor,
     feats: ImageFeatures,
     head: HeadOutput,
@@ -111,9 +145,9 @@ def _corrections(
         else:
             points = (torch.cat([points[0], new_pts], 1), torch.cat([points[1], new_lbl], 1))
         previous = torch.clamp(head.low_res_masks, -32.0, 32.0)
-        head = model.run_heads(
+        head = ops.heads(
             pix, feats.expanded_high_res(batch), points[0], points[1], mask_inputs=previous,
-            multimask=model.use_multimask(is_init, int(points[0].shape[1])),
+            multimask=ops.model.use_multimask(is_init, int(points[0].shape[1])),
         )
         heads.append(head)
     return heads
@@ -126,8 +160,14 @@ def clip_forward(
     settings: PromptSettings,
     rng: np.random.Generator,
     features: list[ImageFeatures],
+    recompute: bool = True,
 ) -> list[FrameStep]:
-    """Run the model over ``clip`` as planned; returns every supervised prediction."""
+    """Run the model over ``clip`` as planned; returns every supervised prediction.
+
+    ``recompute``: keep only the inputs of memory attention, memory encoder and heads
+    and recompute them in the backward pass (much less memory, about a third more time).
+    """
+    ops = _Ops(model, recompute)
     device = model.device
     num_frames, batch = clip.num_frames, clip.num_objects
     truth = clip.masks.to(device)
@@ -147,28 +187,28 @@ def clip_forward(
                 if model.config.use_mask_input_as_output_without_sam:
                     head = model.mask_as_output(feats.vision.expand(batch, -1, -1, -1), high_res, mask)  # the answer: no loss
                 else:
-                    head = model.run_heads(pix, high_res, mask_inputs=mask, multimask=model.use_multimask(True, 0))
+                    head = ops.heads(pix, high_res, mask_inputs=mask, multimask=model.use_multimask(True, 0))
                     heads.append(head)
                 points = None
             else:
                 pts, lbl = initial_points(clip.masks[t], plan.kind, settings, rng)
                 points = (pts.to(device), lbl.to(device))
-                head = model.run_heads(
+                head = ops.heads(
                     pix, high_res, points[0], points[1], multimask=model.use_multimask(True, int(pts.shape[1]))
                 )
                 heads.append(head)
         else:
             tokens = _memory(model, t, num_frames, cond, tracked, feats.size)
-            pix = model.condition_on_memory(feats, tokens)
-            head = model.run_heads(pix, high_res, multimask=model.use_multimask(False, 0))
+            pix = ops.condition(feats, tokens)
+            head = ops.heads(pix, high_res, multimask=model.use_multimask(False, 0))
             heads.append(head)
             points = None
         corrected = t in plan.correct_frames
         if corrected:
-            more = _corrections(model, pix, feats, head, truth[t], points, is_init, plan.rounds, settings, rng)
+            more = _corrections(ops, pix, feats, head, truth[t], points, is_init, plan.rounds, settings, rng)
             heads.extend(more)
             head = more[-1] if more else head
-        mem = model.encode_memory(feats, head.high_res_masks(), head.object_score_logits, binarize=False)
+        mem = ops.memory(feats, head.high_res_masks(), head.object_score_logits)
         if is_init or corrected:
             cond[t] = (mem, head.obj_ptr)
         else:

@@ -259,7 +259,7 @@ def train(
                     frames = clip.frames.to(model.device)
                     with _autocast(model, config.precision):
                         feats = encode_clip(model, frames, train_encoder, config.grad_checkpoint)
-                        steps_out = clip_forward(model, clip, plan, config.prompts, rng, feats)
+                        steps_out = clip_forward(model, clip, plan, config.prompts, rng, feats, config.grad_checkpoint)
                     loss, parts = clip_loss(steps_out, clip.masks, config.loss)
                     if loss.requires_grad:
                         (loss / config.clips_per_step).backward()
@@ -328,7 +328,7 @@ def mean_loss(model: Sam2, data: TrainingData, config: TrainConfig, draws: int =
                 plan = plan_prompts(clip.masks, config.prompts, rng)
                 with _autocast(model, config.precision):
                     feats = encode_clip(model, clip.frames.to(model.device), False)
-                    steps_out = clip_forward(model, clip, plan, config.prompts, rng, feats)
+                    steps_out = clip_forward(model, clip, plan, config.prompts, rng, feats, config.grad_checkpoint)
                 total += float(clip_loss(steps_out, clip.masks, config.loss)[0])
     finally:
         model.train(was_training)
