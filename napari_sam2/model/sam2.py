@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bundled import bundled_path, is_bundled
 from .checkpoint import CheckpointError, default_device, download_checkpoint, read_state_dict
 from .config import MODEL_CONFIGS, Sam2Config, get_config
 from .hiera import ImageEncoder
@@ -467,7 +468,8 @@ def build_sam2(
 ) -> Sam2:
     """Build a SAM 2 model in eval mode.
 
-    ``name``: an official variant (``MODEL_NAMES``) or a :class:`Sam2Config`; ``None``
+    ``name``: an official variant (``MODEL_NAMES``), a bundled model (``"demo"``, whose
+    weights ship with the package and are always loaded) or a :class:`Sam2Config`; ``None``
     takes the architecture recorded in ``checkpoint`` (see :mod:`.saved`), the official
     variant whose keys an official file fits, or ``sam2.1_hiera_tiny`` without a file.
     ``checkpoint``: ``None`` for untrained weights (tests), a path to an official or
@@ -481,6 +483,11 @@ def build_sam2(
     """
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if is_bundled(name):
+        # a bundled model always comes with its weights: its own file, or a fine-tune of it
+        if checkpoint is None or str(checkpoint) == "official":
+            checkpoint = bundled_path(str(name))
+        name = None
     saved = None
     if checkpoint is not None and str(checkpoint) != "official":
         from .saved import read_checkpoint

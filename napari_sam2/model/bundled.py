@@ -1,0 +1,44 @@
+"""Models shipped inside the package, so segmentation works offline from the first click.
+
+Today there is one: ``demo``, a reduced SAM 2 that this project trains from scratch on
+its own synthetic data (``python -m napari_sam2.training.demo`` rebuilds it). Its file
+records its architecture (see :mod:`.saved`), so nothing about it is hard-coded here
+beyond its name and where the file lies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+
+__all__ = ["DEMO_MODEL", "BUNDLED_MODELS", "bundled_path", "is_bundled", "describe_bundled"]
+
+DEMO_MODEL = "demo"
+_FILES = {DEMO_MODEL: "demo.pt"}
+BUNDLED_MODELS: tuple[str, ...] = tuple(_FILES)
+_DESCRIPTIONS = {DEMO_MODEL: "demo (bundled, trained on synthetic data)"}
+_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+def is_bundled(name: object) -> bool:
+    """Whether ``name`` is a model shipped with the package."""
+    return isinstance(name, str) and name in _FILES
+
+
+def bundled_path(name: str) -> Path:
+    """The file of a bundled model; a clear error if the installation lacks it."""
+    if name not in _FILES:
+        raise CheckpointError(f"{name!r} is not a bundled model; bundled: {', '.join(BUNDLED_MODELS)}")
+    path = _WEIGHTS / _FILES[name]
+    if not path.is_file():
+        raise CheckpointError(
+            f"the bundled model {name!r} is missing from this installation ({path}); "
+            "reinstall napari-sam2, or rebuild it with `python -m napari_sam2.training.demo`"
+        )
+    return path
+
+
+def describe_bundled(name: str) -> str:
+    """The name users see in model choosers."""
+    return _DESCRIPTIONS.get(name, name)
