@@ -21,7 +21,7 @@ from torch import nn
 
 from .config import MemoryAttentionConfig, MemoryEncoderConfig
 from .layers import LayerNorm2d
-from .position import SinePositionEncoding, axial_rope
+from .position import SinePositionEncoding, axial_rope, stale_cached
 
 __all__ = [
     "MaskDownSampler",
@@ -361,7 +361,7 @@ class MemoryAttention(nn.Module):
         device = torch.device(device)
         key = (h, w, device)
         table = self._rope_cache.get(key)
-        if table is None:
+        if table is None or stale_cached(table):
             cos, sin = axial_rope(self.d_model // self.num_heads, w, h, self.rope_theta)
             table = torch.complex(cos, sin).unsqueeze(1).to(device)
             self._rope_cache[key] = table

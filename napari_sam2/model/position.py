@@ -24,6 +24,15 @@ __all__ = [
 ]
 
 
+def stale_cached(value: torch.Tensor) -> bool:
+    """True for a cached tensor made under ``torch.inference_mode`` that autograd cannot use.
+
+    Parameter-free caches are filled by whatever runs first; a model that tracked a video
+    (inference mode) and is then fine-tuned must rebuild them outside inference mode.
+    """
+    return value.is_inference() and not torch.is_inference_mode_enabled()
+
+
 def _frequencies(num_feats: int, temperature: float, device: torch.device) -> torch.Tensor:
     """Wavelengths shared by each (sin, cos) pair of channels."""
     idx = torch.arange(num_feats, dtype=torch.float32, device=device)
@@ -55,7 +64,7 @@ class SinePositionEncoding(nn.Module):
         device = torch.device(device)
         key = (height, width, device)
         cached = self._cache.get(key)
-        if cached is not None:
+        if cached is not None and not stale_cached(cached):
             return cached
         eps = 1e-6
         ys = torch.arange(1, height + 1, dtype=torch.float32, device=device)

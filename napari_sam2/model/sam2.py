@@ -24,7 +24,7 @@ from .hiera import ImageEncoder
 from .layers import MLP
 from .mask_decoder import MaskDecoder
 from .memory import MemoryAttention, MemoryEncoder
-from .position import sine_encoding_1d
+from .position import sine_encoding_1d, stale_cached
 from .prompt_encoder import PromptEncoder
 
 __all__ = ["NO_OBJECT_SCORE", "ImageFeatures", "HeadOutput", "MemoryTokens", "Sam2", "build_sam2"]
@@ -179,7 +179,7 @@ class Sam2(nn.Module):
         """
         cache = self._encoding_cache
         full_key = key + (self.device,)
-        if full_key not in cache:
+        if full_key not in cache or stale_cached(cache[full_key]):
             cache[full_key] = make()
         return cache[full_key]
 
