@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ReadError, describe
 from .lazy import LazyFrames
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolder", "natural_key", "read_image", "read_folder"]
@@ -52,10 +53,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             elif mode.startswith("I;16"):
                 return np.asarray(image).astype(np.uint16)
             return np.asarray(image)
-    except FileNotFoundError:
+    except (FileNotFoundError, MemoryError):
         raise
-    except Exception as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+    except Exception as err:  # truncated or corrupted files fail in many ways inside the decoders
+        raise ReadError(f"cannot read image {path}: {describe(err)}", path) from err
 
 
 class ImageFolder(LazyFrames):
@@ -75,8 +76,8 @@ class ImageFolder(LazyFrames):
             if entry.is_file() and not entry.name.startswith(".") and entry.name.lower().endswith(suffixes)
         ]
         if not names:
-            raise ValueError(
-                f"no images in {self.path}; expected files ending in {', '.join(suffixes)}"
+            raise ReadError(
+                f"no images in {self.path}; expected files ending in {', '.join(suffixes)}", self.path
             )
         names.sort(key=natural_key)
         self.files: list[Path] = [self.path / name for name in names]
@@ -90,16 +91,25 @@ class ImageFolder(LazyFrames):
 
     def _read(self, index: int) -> np.ndarray:
         path = self.files[index]
-        frame = read_image(path)
+        try:
+            frame = read_image(path)
+        except FileNotFoundError:
+            raise ReadError(f"frame {index} of {self.path}: {path.name} has disappeared", path, index) from None
+        except ReadError as err:
+            raise ReadError(f"frame {index} of {self.path}: {err}", path, index) from err
         if frame.ndim == 2 and self._frame_shape == (*frame.shape, 3):
             frame = np.repeat(frame[..., None], 3, axis=-1)  # a gray JPEG among colour ones
         if frame.shape != self._frame_shape:
-            raise ValueError(
-                f"{path.name} has shape {frame.shape} but {self.files[0].name} has {self._frame_shape}; "
-                "all images of a folder must have the same size and channels"
+            raise ReadError(
+                f"frame {index} of {self.path}: {path.name} has shape {frame.shape} but {self.files[0].name} "
+                f"has {self._frame_shape}; all images of a folder must have the same size and channels",
+                path, index,
             )
         if frame.dtype != self.dtype:
-            raise ValueError(f"{path.name} has dtype {frame.dtype} but {self.files[0].name} has {self.dtype}")
+            raise ReadError(
+                f"frame {index} of {self.path}: {path.name} has dtype {frame.dtype} but {self.files[0].name} "
+                f"has {self.dtype}", path, index,
+            )
         return frame
 
 

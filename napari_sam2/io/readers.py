@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ReadError, describe
 from .folder import IMAGE_SUFFIXES, read_folder, read_image
-from .tiff import TIFF_SUFFIXES, guess_frame_axis, read_tiff
+from .tiff import TIFF_SUFFIXES, check_tiff, guess_frame_axis, read_tiff
 from .video import VIDEO_SUFFIXES, read_video
 
-__all__ = ["open_stack", "supported_formats", "is_supported"]
+__all__ = ["open_stack", "check_readable", "supported_formats", "is_supported", "ReadError"]
 
 _ARRAY_SUFFIXES = (".npy", ".zarr")
 
@@ -58,8 +59,9 @@ def open_stack(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     ``frame_axis`` (the axis to walk, or ``None`` for a single image), ``rgb``,
     ``storage``, ``scale``, ``units`` and ``fps``.
 
-    Raises ``FileNotFoundError`` for a missing path and ``ValueError`` for unknown or
-    unreadable files, naming the path and the supported formats.
+    Raises ``FileNotFoundError`` for a missing path and :class:`ReadError` (a
+    ``ValueError``) for unknown or unreadable files, naming the path and the supported
+    formats.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -80,9 +82,50 @@ def open_stack(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as err:
-            raise ValueError(f"cannot read {path} as a numpy array: {err}") from err
+            raise ReadError(f"cannot read {path} as a numpy array: {describe(err)}", path) from err
         return array, _array_metadata(path, array, "npy", _default_axes(array), "memmap")
-    raise ValueError(f"cannot open {path}: unknown file type {suffix or '(no suffix)'!r}. Supported: {supported_formats()}")
+    raise ReadError(f"cannot open {path}: unknown file type {suffix or '(no suffix)'!r}. Supported: {supported_formats()}")
+
+
+def check_readable(path: str | os.PathLike) -> dict[str, Any]:
+    """Check cheaply that a stack can be read, before any model is loaded; returns its metadata.
+
+    Opens it as :func:`open_stack` does, checks a TIFF file's structure for truncation
+    (directories only), and decodes the first and the last plane, so a damaged or cut-off
+    file is reported in a second rather than after the model has loaded or half-way
+    through tracking. Raises ``FileNotFoundError`` or :class:`ReadError` naming the file
+    (and the frame). Damage in the middle of a compressed stack or a video is only
+    found when that frame is read, which raises :class:`ReadError` too.
+    """
+    path = Path(path).expanduser()
+    array, metadata = open_stack(path)
+    if metadata["format"] in ("tiff", "ome-tiff", "imagej"):
+        check_tiff(path)
+    shape = tuple(metadata["shape"])
+    axes = metadata["axes"]
+    stack_axes = [i for i, name in enumerate(axes) if name not in "YXS"] if len(axes) == len(shape) else [0]
+    if metadata["format"] == "image" or not stack_axes or 0 in shape:
+        return metadata
+    frame_axis = metadata["frame_axis"] if metadata["frame_axis"] is not None else stack_axes[0]
+    for position in (0, -1):
+        index = tuple(
+            (shape[a] - 1 if position else 0) if a in stack_axes else slice(None) for a in range(len(shape))
+        )
+        frame = index[frame_axis]
+        try:
+            np.asarray(array[index])
+        except (ReadError, MemoryError):
+            raise
+        except Exception as err:
+            raise ReadError(f"cannot read frame {frame} of {path}: {describe(err)}", path, frame) from err
+    truncation = getattr(array, "truncation", None)
+    message = truncation() if callable(truncation) else None
+    if message:  # a video cut off between whole frames
+        raise ReadError(f"{path} seems truncated: {message}", path)
+    if getattr(array, "substituted", None):  # a video whose last frames cannot be decoded
+        frame = max(array.substituted)
+        raise ReadError(f"cannot decode frame {frame} of {path}; the file seems truncated or damaged", path, frame)
+    return metadata
 
 
 def _read_zarr(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -91,7 +134,7 @@ def _read_zarr(path: Path) -> tuple[Any, dict[str, Any]]:
     try:
         array = zarr.open_array(str(path), mode="r")
     except Exception as err:
-        raise ValueError(f"cannot read {path} as a zarr array: {err}") from err
+        raise ReadError(f"cannot read {path} as a zarr array: {describe(err)}", path) from err
     return array, _array_metadata(path, array, "zarr", _default_axes(array), "zarr")
 
 

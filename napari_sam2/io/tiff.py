@@ -4,19 +4,25 @@ Time-lapses are often larger than memory, so the pixels are never read up front:
 uncompressed contiguous files are memory-mapped (the OS pages frames in on demand),
 everything else (compressed, tiled, scattered pages) goes through tifffile's zarr store
 wrapped in a dask array with one chunk per plane, so reading a frame decodes only it.
+
+Damaged files give :class:`~napari_sam2.io.errors.ReadError` naming the file (and the
+plane, when one cannot be decoded); :func:`check_tiff` finds truncation up front.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["TIFF_SUFFIXES", "read_tiff", "guess_frame_axis"]
+from .errors import ReadError, describe
+
+__all__ = ["TIFF_SUFFIXES", "read_tiff", "check_tiff", "guess_frame_axis"]
 
 TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".btf", ".tf2", ".tf8", ".ome.tif", ".ome.tiff")
 _SPATIAL = "YXS"  # plane axes: rows, columns, samples (RGB)
@@ -53,26 +59,21 @@ def read_tiff(path: str | os.PathLike, series: int = 0, level: int = 0) -> tuple
         raise FileNotFoundError(f"no such file: {path}")
     try:
         with tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                raise ValueError(f"{path} contains no image data")
-            if not 0 <= series < len(tif.series):
-                raise ValueError(f"{path} has {len(tif.series)} image series; series {series} does not exist")
-            ser = tif.series[series]
-            if not 0 <= level < len(ser.levels):
-                raise ValueError(f"series {series} of {path} has {len(ser.levels)} resolution levels, not {level + 1}")
-            ser = ser.levels[level]
+            ser = _series(tif, path, series, level)
             axes = ser.axes
             shape = tuple(int(s) for s in ser.shape)
             dtype = np.dtype(ser.dtype)
             contiguous = ser.dataoffset is not None
+            if contiguous and ser.dataoffset + ser.nbytes > os.path.getsize(path):
+                raise ReadError(_truncated(path, ser.dataoffset + ser.nbytes), path)
             kind = "ome-tiff" if tif.is_ome else "imagej" if tif.is_imagej else "tiff"
             scale, units = _physical_scale(tif, axes)
             seconds = _to_seconds(scale.get("T"), units.get("T", "s"))
             fps = 1.0 / seconds if seconds else None
-    except (tifffile.TiffFileError, struct.error, OSError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise ValueError(f"cannot read {path} as a TIFF file: {err}") from err
+    except (FileNotFoundError, ReadError, MemoryError):
+        raise
+    except Exception as err:  # damaged files fail in many ways inside tifffile
+        raise ReadError(f"cannot read {path} as a TIFF file: {describe(err)}", path) from err
 
     array: Any = None
     storage = "zarr"
@@ -83,9 +84,14 @@ def read_tiff(path: str | os.PathLike, series: int = 0, level: int = 0) -> tuple
         except ValueError:  # e.g. not memory-mappable after all (byte-order or layout quirks)
             array = None
     if array is None:
-        array = _zarr_backed(path, series, level, axes)
+        try:
+            array = _zarr_backed(path, series, level, axes)
+        except (FileNotFoundError, MemoryError):
+            raise
+        except Exception as err:
+            raise ReadError(f"cannot read {path} as a TIFF file: {describe(err)}", path) from err
     if tuple(array.shape) != shape:  # tifffile squeezes consistently, but be explicit
-        raise ValueError(f"{path}: unexpected data shape {array.shape}, expected {shape}")
+        raise ReadError(f"{path}: unexpected data shape {array.shape}, expected {shape}", path)
 
     metadata: dict[str, Any] = {
         "path": str(path),
@@ -101,6 +107,123 @@ def read_tiff(path: str | os.PathLike, series: int = 0, level: int = 0) -> tuple
         "fps": fps,
     }
     return array, metadata
+
+
+def _series(tif: Any, path: Path, series: int, level: int) -> Any:
+    if not tif.series:
+        raise ReadError(f"{path} contains no image data", path)
+    if not 0 <= series < len(tif.series):
+        raise ReadError(f"{path} has {len(tif.series)} image series; series {series} does not exist", path)
+    ser = tif.series[series]
+    if not 0 <= level < len(ser.levels):
+        raise ReadError(f"series {series} of {path} has {len(ser.levels)} resolution levels, not {level + 1}", path)
+    return ser.levels[level]
+
+
+def _truncated(path: Path, needed: int) -> str:
+    return (
+        f"{path} is truncated: its image data runs to byte {needed} but the file has "
+        f"{os.path.getsize(path)} bytes (an interrupted copy or save?)"
+    )
+
+
+class _Damage(logging.Handler):
+    """Collects what tifffile logs while it works around a damaged file structure."""
+
+    _SIGNS = ("offset", "corrupt", "truncat", "invalid")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if any(sign in text.lower() for sign in self._SIGNS):
+            self.messages.append(text)
+
+
+@contextlib.contextmanager
+def _watch_tifffile() -> Iterator[_Damage]:
+    """Catch tifffile's warnings for the duration, whatever its logger's level.
+
+    They are kept from the application's handlers meanwhile: what matters is raised.
+    """
+    logger = logging.getLogger("tifffile")
+    handler = _Damage()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def check_tiff(path: str | os.PathLike, series: int = 0, level: int = 0) -> None:
+    """Raise :class:`ReadError` if a TIFF file's structure is damaged or its data truncated.
+
+    Reads only the file's directories (no pixels): every plane of the series must be
+    present and end within the file, and tifffile must not have had to skip broken
+    page or tag offsets (a cut-off file often still parses as fewer, or one, plane).
+    """
+    import tifffile
+
+    path = Path(path)
+    size = os.path.getsize(path)
+    try:
+        with _watch_tifffile() as damage, tifffile.TiffFile(path) as tif:
+            ser = _series(tif, path, series, level)
+            if ser.dataoffset is not None:
+                if ser.dataoffset + ser.nbytes > size:
+                    raise ReadError(_truncated(path, ser.dataoffset + ser.nbytes), path)
+            else:
+                for index, page in enumerate(ser.pages):
+                    if page is None:
+                        raise ReadError(f"{path}: plane {index} of the series is missing (truncated file?)", path)
+                    ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]
+                    if ends and max(ends) > size:
+                        raise ReadError(_truncated(path, max(ends)), path)
+    except (FileNotFoundError, ReadError, MemoryError):
+        raise
+    except Exception as err:
+        raise ReadError(f"cannot read {path} as a TIFF file: {describe(err)}", path) from err
+    if damage.messages:
+        raise ReadError(f"{path} is damaged (truncated or corrupted): {damage.messages[0]}", path)
+
+
+class _GuardedPlanes:
+    """Array-like over tifffile's zarr view whose read errors name the file and plane."""
+
+    def __init__(self, z: Any, path: Path, axes: str) -> None:
+        self._z, self._path = z, path
+        self.shape, self.dtype, self.ndim = tuple(z.shape), z.dtype, z.ndim
+        self._stack_axes = [i for i, name in enumerate(axes) if name not in _SPATIAL]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self._z[key])
+        except MemoryError:
+            raise
+        except Exception as err:
+            raise ReadError(f"cannot read {self._where(key)} of {self._path}: {describe(err)}", self._path,
+                            self._frame(key)) from err
+
+    def _start(self, key: Any, axis: int) -> int:
+        item = key[axis] if isinstance(key, tuple) and axis < len(key) else slice(None)
+        return int(item.start or 0) if isinstance(item, slice) else int(item)
+
+    def _frame(self, key: Any) -> int | None:
+        return self._start(key, self._stack_axes[0]) if self._stack_axes else None
+
+    def _where(self, key: Any) -> str:
+        if not self._stack_axes:
+            return "the image"
+        if len(self._stack_axes) == 1:
+            return f"frame {self._frame(key)}"
+        return "plane " + str(tuple(self._start(key, a) for a in self._stack_axes))
 
 
 def _zarr_backed(path: Path, series: int, level: int, axes: str) -> Any:
@@ -119,7 +242,8 @@ def _zarr_backed(path: Path, series: int, level: int, axes: str) -> Any:
         full if name in _SPATIAL else 1 for name, full in zip(axes, z.shape)
     )
     # the store decodes with its own file-handle lock, so dask may read planes in parallel
-    return da.from_zarr(z, chunks=chunks, name=f"tiff-{path.name}-{os.stat(path).st_mtime_ns}-{series}-{level}")
+    name = f"tiff-{path.name}-{os.stat(path).st_mtime_ns}-{series}-{level}"
+    return da.from_array(_GuardedPlanes(z, path, axes), chunks=chunks, name=name, asarray=True, fancy=False)
 
 
 _SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3, "µs": 1e-6, "us": 1e-6,

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import ReadError, describe
 from .lazy import LazyFrames
 
 __all__ = ["VIDEO_SUFFIXES", "VideoFrames", "read_video"]
@@ -59,8 +60,10 @@ class VideoFrames(LazyFrames):
             raise FileNotFoundError(f"no such file: {self.path}")
         try:
             self._container = av.open(str(self.path))
-        except (av.error.FFmpegError, UnicodeDecodeError) as err:
-            raise ValueError(f"cannot read {self.path} as a video: {err}") from err
+        except (av.error.FFmpegError, UnicodeDecodeError, OSError) as err:
+            if isinstance(err, FileNotFoundError):
+                raise
+            raise ReadError(f"cannot read {self.path} as a video: {describe(err)}", self.path) from err
         self._finalizer = weakref.finalize(self, _close_container, self._container)
         self._lock = threading.RLock()
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -72,17 +75,18 @@ class VideoFrames(LazyFrames):
         self._rotation = 0  # quarter turns counter-clockwise, from the display matrix
         self.seeks = 0  # seeks and decoded frames so far: lets tests and benchmarks check access patterns
         self.decoded = 0
+        self.substituted: set[int] = set()  # frames that could not be decoded, served by an earlier one
         try:
             videos = self._container.streams.video
             if len(videos) <= self._stream_number:
-                raise ValueError(f"{self.path} has {len(videos)} video stream(s), no stream {stream}")
+                raise ReadError(f"{self.path} has {len(videos)} video stream(s), no stream {stream}", self.path)
             self._stream = videos[self._stream_number]
             self._stream.thread_type = "AUTO"  # decode with several threads
             self._build_index()
             first = self._decode_first()
-        except av.error.FFmpegError as err:
+        except (av.error.FFmpegError, OSError) as err:
             self.close()
-            raise ValueError(f"cannot decode {self.path}: {err}") from err
+            raise ReadError(f"cannot decode {self.path}: {describe(err)}", self.path) from err
         except Exception:
             self.close()
             raise
@@ -114,7 +118,7 @@ class VideoFrames(LazyFrames):
         if missing or not pts:
             pts, keys = self._index_by_decoding()
         if not pts:
-            raise ValueError(f"{self.path} contains no video frames")
+            raise ReadError(f"{self.path} contains no video frames", self.path)
         order = sorted(set(pts))
         self._pts = order
         self._index_of = {ts: i for i, ts in enumerate(order)}
@@ -146,7 +150,7 @@ class VideoFrames(LazyFrames):
                 self._rotation = int(round(getattr(frame, "rotation", 0) / 90.0)) % 4
                 self._last_decoded = 0
                 return self._to_array(frame)
-        raise ValueError(f"{self.path}: the first frame could not be decoded")
+        raise ReadError(f"{self.path}: the first frame could not be decoded", self.path, 0)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -166,6 +170,27 @@ class VideoFrames(LazyFrames):
         first = self._pts[0]
         return np.array([float((ts - first) * base) for ts in self._pts])
 
+    def truncation(self) -> str | None:
+        """Why the file looks cut off, or None: fewer frames than its header declares.
+
+        Uses the declared frame count where the container records one (MP4, AVI),
+        else the declared duration of a video-only file (Matroska, WebM), compared by
+        time so that variable frame rates do not matter.
+        """
+        declared = self._stream.frames
+        found = len(self._pts)
+        if declared and found < declared:
+            return f"its header declares {declared} frames but only {found} are in the file"
+        rate = self.fps
+        duration = self._container.duration  # microseconds
+        if declared or not rate or not duration or len(self._container.streams) != 1 or self._stream.time_base is None:
+            return None
+        interval = 1.0 / rate
+        end = float((self._pts[-1] - self._pts[0]) * Fraction(self._stream.time_base)) + interval
+        if duration / 1e6 - end > 0.5 * interval:
+            return f"its header declares {duration / 1e6:.3f} s but its frames end at {end:.3f} s"
+        return None
+
     def __repr__(self) -> str:
         return f"VideoFrames({str(self.path)!r}, shape={self.shape})"
 
@@ -179,7 +204,15 @@ class VideoFrames(LazyFrames):
             if cached is not None:
                 self._cache.move_to_end(index)
                 return cached
-            return self._decode_to(index, backwards)
+            if self.closed:
+                raise ReadError(f"{self.path} has been closed; frame {index} cannot be read", self.path, index)
+            try:
+                return self._decode_to(index, backwards)
+            except (ReadError, MemoryError):
+                raise
+            except Exception as err:  # decoder errors on damaged data
+                self._decoder = None  # start afresh (with a seek) next time
+                raise ReadError(f"cannot decode frame {index} of {self.path}: {describe(err)}", self.path, index) from err
 
     def _decode_to(self, index: int, backwards: bool = False) -> np.ndarray:
         position = bisect.bisect_right(self._key_indices, index) - 1
@@ -199,8 +232,9 @@ class VideoFrames(LazyFrames):
                 return found
         nearest = self._nearest_cached(index)
         if nearest is None:
-            raise ValueError(f"{self.path}: frame {index} could not be decoded")
+            raise ReadError(f"{self.path}: frame {index} could not be decoded", self.path, index)
         _log.warning("%s: frame %d could not be decoded exactly; using frame %d", self.path, index, nearest)
+        self.substituted.add(index)
         return self._cache[nearest]
 
     def _seek_to(self, key_index: int) -> None:
