@@ -11,12 +11,28 @@ from typing import TYPE_CHECKING, Any
 from .config import MODEL_NAMES, Sam2Config, get_config
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .automatic import AutomaticMaskGenerator, AutomaticMasks
     from .sam2 import Sam2, build_sam2
     from .video import VideoSession
 
-__all__ = ["MODEL_NAMES", "Sam2Config", "get_config", "Sam2", "build_sam2", "VideoSession"]
+__all__ = [
+    "MODEL_NAMES",
+    "Sam2Config",
+    "get_config",
+    "Sam2",
+    "build_sam2",
+    "VideoSession",
+    "AutomaticMaskGenerator",
+    "AutomaticMasks",
+]
 
-_LAZY = {"Sam2": ".sam2", "build_sam2": ".sam2", "VideoSession": ".video"}
+_LAZY = {
+    "Sam2": ".sam2",
+    "build_sam2": ".sam2",
+    "VideoSession": ".video",
+    "AutomaticMaskGenerator": ".automatic",
+    "AutomaticMasks": ".automatic",
+}
 
 
 def __getattr__(name: str) -> Any:
