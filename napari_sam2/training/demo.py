@@ -79,15 +79,17 @@ class DemoStage:
     name: str
     steps: int
     num_frames: int
+    max_objects: int
     correction_rounds: int
     lr: float
 
 
 #: Stage "image" teaches the encoder and decoder to segment from prompts on short clips
-#: (cheap steps, so many of them); stage "video" teaches memory on longer clips.
+#: with many objects each (the image encoder runs once per frame, so every extra object
+#: is cheap supervision); stage "video" teaches memory on longer clips.
 DEMO_STAGES = (
-    DemoStage("image", steps=1500, num_frames=2, correction_rounds=2, lr=6e-4),
-    DemoStage("video", steps=1000, num_frames=6, correction_rounds=3, lr=3e-4),
+    DemoStage("image", steps=3000, num_frames=2, max_objects=12, correction_rounds=1, lr=8e-4),
+    DemoStage("video", steps=1500, num_frames=6, max_objects=6, correction_rounds=2, lr=3e-4),
 )
 
 
@@ -109,7 +111,7 @@ def stage_config(stage: DemoStage, seed: int, checkpoint_every: int = 50) -> Any
         steps=stage.steps,
         trainable="all",
         seed=seed,
-        clip=ClipSettings(num_frames=stage.num_frames),
+        clip=ClipSettings(num_frames=stage.num_frames, max_objects=stage.max_objects),
         # the demo is used with clicks first: fewer mask prompts than SAM 2's 0.5
         prompts=PromptSettings(prob_mask=0.3, prob_box=0.2, correction_rounds=stage.correction_rounds),
         # from scratch: one learning rate for every layer, a looser clip than fine-tuning
