@@ -409,9 +409,15 @@ def _stability(logits: Tensor, threshold: float, offset: float) -> Tensor:
     The first lies inside the second, so the IoU is a ratio of pixel counts; a mask
     empty at the lower cut scores 0.
     """
-    inner = (logits > threshold + offset).sum(dim=(-2, -1))
-    outer = (logits > threshold - offset).sum(dim=(-2, -1))
+    inner = _count(logits > threshold + offset)
+    outer = _count(logits > threshold - offset)
     return torch.where(outer > 0, inner / outer.clamp_min(1), torch.zeros((), device=logits.device)).float()
+
+
+def _count(masks: Tensor) -> Tensor:
+    """Pixels per ``(..., H, W)`` bool mask; row sums in int16 are several times faster."""
+    row_dtype = torch.int16 if masks.shape[-1] < (1 << 15) else torch.int32
+    return masks.view(torch.uint8).sum(-1, dtype=row_dtype).sum(-1, dtype=torch.int32)
 
 
 def _pack(masks: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:

@@ -31,8 +31,9 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
     n, h, w = masks.shape
     if n == 0 or h == 0 or w == 0:
         return torch.zeros(n, 4, dtype=torch.int64, device=masks.device)
-    rows = masks.any(dim=2)  # (N, H)
-    cols = masks.any(dim=1)  # (N, W)
+    as_bytes = masks.contiguous().view(torch.uint8)  # amax over bytes is much faster than any()
+    rows = as_bytes.amax(dim=2) > 0  # (N, H)
+    cols = as_bytes.amax(dim=1) > 0  # (N, W)
     top = rows.int().argmax(dim=1)
     bottom = h - 1 - rows.flip(1).int().argmax(dim=1)
     left = cols.int().argmax(dim=1)
