@@ -74,8 +74,10 @@ def training_config(args: argparse.Namespace, steps: int) -> TrainConfig:
         steps=steps,
         trainable=args.train,
         seed=args.seed,
-        clip=ClipSettings(num_frames=args.frames),
-        prompts=PromptSettings(correction_rounds=args.rounds),
+        # many objects per clip: the image encoder runs once per frame, objects are cheap supervision
+        clip=ClipSettings(num_frames=args.frames, max_objects=args.max_objects),
+        # scored with clicks: fewer mask prompts than SAM 2's 0.5, as in the demo recipe
+        prompts=PromptSettings(prob_mask=0.3, prob_box=0.2, correction_rounds=args.rounds),
         optim=OptimSettings(lr=args.lr),
         checkpoint_every=0,
         grad_checkpoint=False,  # the demo model fits easily; recomputation would cost time
@@ -106,7 +108,8 @@ def main() -> int:
     parser.add_argument("--train", default="all", choices=("decoder", "memory", "all"), help="what to train (default all)")
     parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the heads (default 3e-4)")
     parser.add_argument("--frames", type=int, default=4, help="frames per training clip (default 4)")
-    parser.add_argument("--rounds", type=int, default=3, help="corrective-click rounds per clip (default 3)")
+    parser.add_argument("--max-objects", type=int, default=8, help="objects per training clip (default 8)")
+    parser.add_argument("--rounds", type=int, default=2, help="corrective-click rounds per clip (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clips", type=int, default=10, help="held-out clips (default 10)")
     parser.add_argument("--eval-frames", type=int, default=16, help="frames per held-out clip (default 16)")
@@ -161,7 +164,8 @@ def main() -> int:
         "command": command,
         "model": args.checkpoint,
         "domain": DOMAIN,
-        "train": args.train, "lr": args.lr, "frames_per_clip": args.frames, "correction_rounds": args.rounds,
+        "train": args.train, "lr": args.lr, "frames_per_clip": args.frames, "objects_per_clip": args.max_objects,
+        "correction_rounds": args.rounds,
         "steps_planned": steps, "steps_done": result.step, "seconds_per_step_probe": pace,
         "training_minutes": train_seconds / 60.0, "budget_minutes": args.minutes,
         "training_seeds": f"0..{HELDOUT_SEED - 1}",
