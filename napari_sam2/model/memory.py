@@ -405,6 +405,7 @@ class MemoryAttention(nn.Module):
             and memory.device.type == "cpu"
             and memory.dtype == torch.float32
             and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")  # bfloat16 queries cannot fill a float32 buffer
         ):
             # On CPU, pooling the raw 64-channel memory (a quarter of the multiply-adds of
             # the value side) beats the fused attention kernel over 256-channel values;
