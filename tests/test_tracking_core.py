@@ -116,3 +116,24 @@ def test_library_errors_carry_the_option_not_a_flag(tmp_path):
     with pytest.raises(FileExistsError) as exists:
         check_destination(tmp_path / "o.tif", "tiff", overwrite=False)
     assert option_of(exists.value) == "overwrite" and "--" not in str(exists.value)
+
+
+def test_self_describing_checkpoint_loads_by_its_record_and_refuses_another_name(tmp_path):
+    import torch
+
+    from napari_sam2.model.saved import save_checkpoint
+    from napari_sam2.tracking.choice import ModelChoice
+    from napari_sam2.tracking.models import VariantMismatch, load_model
+
+    from .miniature import miniature_model
+
+    torch.set_num_threads(1)
+    original = miniature_model()
+    path = save_checkpoint(original, tmp_path / "mini.pt")
+    model = load_model(ModelChoice(checkpoint=str(path), device="cpu"))
+    assert model.config.name == original.config.name
+    key = next(iter(original.state_dict()))
+    assert torch.equal(model.state_dict()[key], original.state_dict()[key])
+    with pytest.raises(VariantMismatch) as refused:
+        load_model(ModelChoice(name="sam2.1_hiera_tiny", checkpoint=str(path), device="cpu"))
+    assert refused.value.found == original.config.name and "--" not in str(refused.value)

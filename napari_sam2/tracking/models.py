@@ -162,7 +162,7 @@ def _load_float(choice: ModelChoice, progress: DownloadProgress | None) -> "Sam2
     if choice.checkpoint is None or choice.checkpoint == OFFICIAL:
         if choice.name is None:
             raise UsageError("no model name given", option="model")
-        # Hook: a bundled model (e.g. "demo") will be recognised here by its name and
+        # Hook: a bundled model (e.g. "demo") is to be recognised here by its name and
         # built from the package's own file instead of a download.
         path = None
         if choice.checkpoint == OFFICIAL:
@@ -183,24 +183,28 @@ def _from_factory(choice: ModelChoice, device: Any) -> "Sam2":
 
 
 def _from_file(choice: ModelChoice, path: Path, device: Any) -> "Sam2":
-    """A local checkpoint: the variant comes from its weights and must fit the name given.
+    """A local checkpoint: its architecture comes from the file and must fit the name given.
 
-    Hook: a self-describing checkpoint (one that records its architecture, read by
-    ``build_sam2(checkpoint=path)`` without a name) will be recognised here before the
-    official variants are matched.
+    A self-describing checkpoint records its architecture (any size, e.g. a reduced
+    model); an official-style file is matched against the official variants.
     """
     from ..model import build_sam2
-    from ..model.checkpoint import read_state_dict
     from ..model.sam2 import matching_variants
+    from ..model.saved import read_checkpoint
 
-    state = read_state_dict(path)
-    fits = matching_variants(state)
+    saved = read_checkpoint(path)
+    if saved.config is not None:
+        recorded = saved.config.name
+        if choice.name is not None and choice.name != recorded:
+            raise VariantMismatch(path, recorded, choice.name)
+        return build_sam2(None, checkpoint=path, device=device, image_size=choice.image_size)
+    fits = matching_variants(saved.state)
     if not fits:
         raise CheckpointError(f"{path.name} is not a SAM 2 or SAM 2.1 checkpoint: its weights match none of the official variants")
     if choice.name is not None and choice.name not in fits:
         raise VariantMismatch(path, fits[0], choice.name)
     name = choice.name or fits[0]
     model = build_sam2(name, checkpoint=None, device=device, image_size=choice.image_size)
-    model.load_official_state_dict(state, source=str(path))
+    model.load_official_state_dict(saved.state, source=str(path))
     model.eval()
     return model

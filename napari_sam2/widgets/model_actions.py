@@ -16,7 +16,7 @@ from napari_sam2.tracking.models import LoadedModel
 
 from .jobs import JobOutcome, load_job
 from .notes import notify
-from .panel import LOCAL_WEIGHTS, OFFICIAL_WEIGHTS
+from .panel import FROM_FILE, LOCAL_WEIGHTS, OFFICIAL_WEIGHTS
 
 __all__ = ["ModelActions", "model_error_message"]
 
@@ -26,7 +26,7 @@ def model_error_message(error: BaseException) -> str:
     from napari_sam2.tracking.models import VariantMismatch
 
     if isinstance(error, VariantMismatch):
-        return f"{error}. Choose {error.found} as the model to use this file."
+        return f"{error}. Choose {error.found} (or '{FROM_FILE}') as the model to use this file."
     return str(error)
 
 
@@ -43,7 +43,8 @@ class ModelActions:
             self._model_settings_changed()
 
     def _model_settings_changed(self, *args: Any) -> None:
-        if self.weights_combo.currentText() == LOCAL_WEIGHTS and self.path_edit.text():
+        keep = self.model_combo.currentData() is None  # 'as recorded in the file' is never overridden
+        if self.weights_combo.currentText() == LOCAL_WEIGHTS and self.path_edit.text() and not keep:
             from napari_sam2.model import MODEL_NAMES
 
             guess = guess_variant(self.path_edit.text(), list(MODEL_NAMES))
@@ -79,7 +80,7 @@ class ModelActions:
         checkpoint = OFFICIAL if self.weights_combo.currentText() == OFFICIAL_WEIGHTS else self.path_edit.text().strip()
         size = self.size_combo.currentData()
         return ModelChoice(
-            name=self.model_combo.currentText(),
+            name=self.model_combo.currentData(),
             checkpoint=checkpoint,
             device=self.device_combo.currentData(),
             image_size=None if size == 1024 else size,
@@ -89,7 +90,7 @@ class ModelActions:
         """Use an already built model (e.g. one shared between viewers)."""
         for combo in (self.model_combo, self.size_combo):
             combo.blockSignals(True)
-        self.model_combo.setCurrentText(loaded.choice.name)
+        self.model_combo.setCurrentIndex(max(self.model_combo.findData(loaded.choice.name), 0))
         self.set_image_size(loaded.choice.image_size or 1024)
         for combo in (self.model_combo, self.size_combo):
             combo.blockSignals(False)
@@ -111,19 +112,23 @@ class ModelActions:
             self.scheduler.load_ended(ok=False)
             notify("error", "Choose a checkpoint file (Weights: Local file...), or use the official download.")
             return
+        if choice.name is None and choice.checkpoint == OFFICIAL:
+            self.scheduler.load_ended(ok=False)
+            notify("error", f"Official weights need a model: choose one in the Model list ('{FROM_FILE}' is for local files).")
+            return
         if choice.checkpoint == OFFICIAL:
             from napari_sam2.model.checkpoint import checkpoint_path, is_cached
 
             if not is_cached(choice.name):
                 notify("info", f"Downloading {choice.name} once; it is kept in {checkpoint_path(choice.name).parent}.")
-        self.model_status.setText(f"loading {choice.name}...")
+        self.model_status.setText(f"loading {choice.name or 'the file'}...")
         self._start_job(
             "load",
             load_job(lambda progress: LoadedModel.load(choice, progress), self._fresh_cancel()),
             on_yield=self._on_download_progress,
             on_done=self._on_model_loaded,
             total=0,
-            description=f"loading {choice.name}",
+            description=f"loading {choice.name or 'the file'}",
         )
 
     def _on_download_progress(self, report: tuple[int, int]) -> None:

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 
 from napari_sam2.tracking.choice import DEFAULT_IMAGE_SIZES
 
-__all__ = ["Sam2Panel", "SHORTCUTS", "OFFICIAL_WEIGHTS", "LOCAL_WEIGHTS", "DIRECTION_CHOICES"]
+__all__ = ["Sam2Panel", "SHORTCUTS", "OFFICIAL_WEIGHTS", "LOCAL_WEIGHTS", "FROM_FILE", "DIRECTION_CHOICES"]
 
 SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Click", "add a click of the current kind to the current object"),
@@ -47,6 +47,7 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
 
 OFFICIAL_WEIGHTS = "Official (download)"
 LOCAL_WEIGHTS = "Local file..."
+FROM_FILE = "as recorded in the file"
 DIRECTION_CHOICES = {"Both directions": "both", "Forward": "forward", "Backward": "backward"}
 
 
@@ -68,8 +69,13 @@ class Sam2Panel(QWidget):
         from napari_sam2.model import MODEL_NAMES
 
         self.model_combo = QComboBox()
-        self.model_combo.addItems(list(MODEL_NAMES))
-        self.model_combo.setToolTip("SAM 2.1 models are more accurate than SAM 2. Larger is better but slower.")
+        for name in MODEL_NAMES:
+            self.model_combo.addItem(name, name)
+        self.model_combo.addItem(FROM_FILE, None)
+        self.model_combo.setToolTip(
+            "SAM 2.1 models are more accurate than SAM 2. Larger is better but slower.\n"
+            f"'{FROM_FILE}': the architecture a local checkpoint records (e.g. a fine-tuned or reduced model)."
+        )
         self.weights_combo = QComboBox()
         self.weights_combo.addItems([OFFICIAL_WEIGHTS, LOCAL_WEIGHTS])
         self.weights_combo.setToolTip("Official weights are downloaded once and cached; or pick a .pt file.")
