@@ -137,3 +137,22 @@ def test_self_describing_checkpoint_loads_by_its_record_and_refuses_another_name
     with pytest.raises(VariantMismatch) as refused:
         load_model(ModelChoice(name="sam2.1_hiera_tiny", checkpoint=str(path), device="cpu"))
     assert refused.value.found == original.config.name and "--" not in str(refused.value)
+
+
+def test_bundled_model_loads_from_the_package_never_a_download(tmp_path, monkeypatch):
+    import torch
+
+    from napari_sam2.model import bundled
+    from napari_sam2.model.saved import save_checkpoint
+    from napari_sam2.tracking.choice import ModelChoice
+    from napari_sam2.tracking.models import load_model
+
+    from .miniature import miniature_model
+
+    torch.set_num_threads(1)
+    original = miniature_model()
+    save_checkpoint(original, tmp_path / "demo.pt")
+    monkeypatch.setattr(bundled, "_WEIGHTS", tmp_path)
+    model = load_model(ModelChoice(name="demo", device="cpu"))  # checkpoint "official" by default
+    key = next(iter(original.state_dict()))
+    assert model.config.name == original.config.name and torch.equal(model.state_dict()[key], original.state_dict()[key])

@@ -152,6 +152,7 @@ def _load_float(choice: ModelChoice, progress: DownloadProgress | None) -> "Sam2
     import torch
 
     from ..model import build_sam2
+    from ..model.bundled import is_bundled
     from ..model.checkpoint import download_checkpoint
 
     device = resolve_device(choice.device)
@@ -162,8 +163,8 @@ def _load_float(choice: ModelChoice, progress: DownloadProgress | None) -> "Sam2
     if choice.checkpoint is None or choice.checkpoint == OFFICIAL:
         if choice.name is None:
             raise UsageError("no model name given", option="model")
-        # Hook: a bundled model (e.g. "demo") is to be recognised here by its name and
-        # built from the package's own file instead of a download.
+        if is_bundled(choice.name):  # shipped with the package: its own file, never a download
+            return build_sam2(choice.name, device=device, image_size=choice.image_size)
         path = None
         if choice.checkpoint == OFFICIAL:
             path = download_checkpoint(choice.name, progress=progress or False)
