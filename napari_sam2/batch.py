@@ -26,16 +26,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .tracking import (
-    ModelChoice,
-    TrackOptions,
-    UsageError,
-    describe_error,
-    expected_errors,
-    output_name,
-    resolve_format,
-    track_file,
-)
+from .tracking.choice import ModelChoice
+from .tracking.errors import UsageError, describe_error, expected_errors
+from .tracking.exports import output_name, resolve_format
+from .tracking.pipeline import TrackOptions, track_file
 
 __all__ = [
     "DEFAULT_PROMPTS",
@@ -230,7 +224,7 @@ _MODELS_KEPT = 2  # models kept per worker process (prompt files may name differ
 
 def _cached_model(choice: ModelChoice) -> tuple[Any, bool]:
     """This process's model for ``choice`` and whether this call built it."""
-    from .tracking import load_model
+    from .tracking.models import load_model
 
     key = choice.key()
     with _MODELS_LOCK:
@@ -328,9 +322,9 @@ def prefetch_models(
 
 
 def _on_cpu(device: str | None) -> bool:
-    from .tracking import _device
+    from .tracking.models import resolve_device
 
-    return _device(device).type == "cpu"
+    return resolve_device(device).type == "cpu"
 
 
 def _default_workers(jobs: int, device: str | None) -> int:

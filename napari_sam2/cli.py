@@ -17,19 +17,15 @@ import textwrap
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Sequence
 
-from . import __version__
-from .tracking import (
-    DIRECTIONS,
-    FORMATS,
-    ModelChoice,
-    TrackOptions,
-    UsageError,
-    describe_error,
-    expected_errors,
-    parse_frame_range,
-)
+from . import __version__, cli_values as values
+from .console import Console
+from .tracking.choice import ModelChoice
+from .tracking.errors import UsageError, describe_error, expected_errors, option_of
+from .tracking.exports import FORMATS
+from .tracking.pipeline import TrackOptions
+from .tracking.plan import DIRECTIONS
 
 __all__ = ["main", "build_parser"]
 
@@ -67,128 +63,7 @@ the same paths and have napari-sam2 installed.
 """
 
 
-# ----------------------------------------------------------------------------- console
-class Console:
-    """Notes, errors and tqdm progress bars on stderr; ``quiet`` keeps only errors."""
-
-    _LABELS = {"download": "downloading model", "prompts": "prompts", "track": "tracking", "export": "exporting", "batch": "inputs"}
-    _UNITS = {"download": "B", "prompts": "prompt", "track": "frame", "export": "frame", "batch": "input"}
-
-    def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
-        self.quiet = quiet
-        self.stream = stream or sys.stderr
-        self._bars: dict[str, Any] = {}
-
-    def note(self, message: str) -> None:
-        if not self.quiet:
-            self._clear()
-            print(f"napari-sam2: {message}", file=self.stream, flush=True)
-
-    def error(self, message: str) -> None:
-        self.close()
-        print(f"error: {message}", file=self.stream, flush=True)
-
-    def progress(self, stage: str, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        from tqdm import tqdm
-
-        bar = self._bars.get(stage)
-        if bar is None:
-            for other in [s for s in self._bars if s != stage]:
-                self._bars.pop(other).close()
-            binary = stage == "download"
-            bar = tqdm(
-                total=total or None, desc=self._LABELS.get(stage, stage), unit=self._UNITS.get(stage, "it"),
-                unit_scale=binary, unit_divisor=1024 if binary else 1000, file=self.stream, dynamic_ncols=True,
-                mininterval=0.2, leave=True,
-            )
-            self._bars[stage] = bar
-        if total and bar.total != total:
-            bar.total = total
-        if done > bar.n:
-            bar.update(done - bar.n)
-        if total and done >= total:
-            self._bars.pop(stage).close()
-
-    def _clear(self) -> None:
-        for bar in self._bars.values():
-            bar.clear()
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
-        self._bars.clear()
-
-
 # ----------------------------------------------------------------------------- parser
-def _image_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
-    if value <= 0 or value % 32:
-        raise argparse.ArgumentTypeError(f"must be a positive multiple of 32 (e.g. 512, 768, 1024), got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _feather(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a radius in pixels, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a radius >= 0 pixels, got {text}")
-    return value
-
-
-def _contrast(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 100,4000), got {text!r}") from None
-    if not high > low:
-        raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {text!r}")
-    return low, high
-
-
-def _held(text: str) -> dict[str, int]:
-    held: dict[str, int] = {}
-    for part in text.split(","):
-        axis, sep, index = part.partition("=")
-        try:
-            if not sep or not axis.strip():
-                raise ValueError
-            held[axis.strip()] = int(index)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected AXIS=INDEX (e.g. Z=12 or 1=12), got {part!r}") from None
-    return held
-
-
-def _frames(text: str) -> tuple[int | None, int | None] | None:
-    try:
-        return parse_frame_range(text)
-    except UsageError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output and diagnostics")
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes, only errors and results")
@@ -215,7 +90,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)")
     group.add_argument(
-        "--image-size", type=_image_size, metavar="PX",
+        "--image-size", type=values.image_size, metavar="PX",
         help="model input size; 512 runs about 8x faster than the full 1024 on a CPU, with the same weights and coarser masks "
         "(default: the prompt file's, else the model's)",
     )
@@ -226,7 +101,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         help="dynamic int8 quantization on the CPU: approximate (mask IoU about 0.99 against exact mode), "
         "a few percent faster at 1024 and most useful together with --image-size 512",
     )
-    group.add_argument("--threads", type=_positive, metavar="N", help="CPU threads for torch (default: torch's choice; in a batch, the cores divided among the workers)")
+    group.add_argument("--threads", type=values.positive, metavar="N", help="CPU threads for torch (default: torch's choice; in a batch, the cores divided among the workers)")
 
 
 def _track_arguments(parser: argparse.ArgumentParser) -> None:
@@ -236,18 +111,18 @@ def _track_arguments(parser: argparse.ArgumentParser) -> None:
         help="both (default): forward from the earliest prompted frame, then backward from it, so every frame gets "
         "labels; forward: from the earliest prompted frame to the end; backward: from the latest to the start",
     )
-    group.add_argument("--frames", type=_frames, metavar="START:END", help="track and export only frames START..END-1 (either side may be left out)")
+    group.add_argument("--frames", type=values.frames, metavar="START:END", help="track and export only frames START..END-1 (either side may be left out)")
     group.add_argument("--axis", metavar="AXIS", help="the axis to walk: a letter of the file's axes (T, Z, ...) or an index (default: T, else Z)")
-    group.add_argument("--at", type=_held, action="append", metavar="AXIS=INDEX",
+    group.add_argument("--at", type=values.held, action="append", metavar="AXIS=INDEX",
                        help="hold another stack axis at one index, e.g. --at Z=12 or --at C=1 (default: index 0)")
-    group.add_argument("--fill-holes", type=_non_negative, default=0, metavar="N",
+    group.add_argument("--fill-holes", type=values.non_negative, default=0, metavar="N",
                        help="fill holes up to N pixels inside masks, at the model's mask resolution (default: 0, off)")
-    group.add_argument("--remove-small", type=_non_negative, default=0, metavar="N",
+    group.add_argument("--remove-small", type=values.non_negative, default=0, metavar="N",
                        help="remove specks up to N pixels, at the model's mask resolution (default: 0, off)")
-    group.add_argument("--contrast", type=_contrast, metavar="LOW,HIGH",
+    group.add_argument("--contrast", type=values.contrast, metavar="LOW,HIGH",
                        help="intensity range mapped to the model input for 16-bit and float data "
                        "(default: the prompt file's, else a robust estimate)")
-    group.add_argument("--feather", type=_feather, default=0.0, metavar="PX", help="soft matte edge radius in pixels (mattes only; default: 0, hard edges)")
+    group.add_argument("--feather", type=values.feather, default=0.0, metavar="PX", help="soft matte edge radius in pixels (mattes only; default: 0, hard edges)")
     group.add_argument("--temp-dir", metavar="DIR", help="where the temporary label stack is kept while tracking (default: next to the output)")
 
 
@@ -315,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     existing.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists alone (to resume a batch)")
     cluster = batch.add_argument_group("cluster")
     cluster.add_argument("--scheduler", metavar="ADDRESS", help="an existing dask scheduler, e.g. tcp://host:8786 (default: start local workers)")
-    cluster.add_argument("--workers", type=_positive, metavar="N", help="local worker processes (default: one per two CPU cores; one on a GPU)")
-    cluster.add_argument("--threads-per-worker", type=_positive, default=1, metavar="M", help="inputs each local worker runs at once (default: 1)")
+    cluster.add_argument("--workers", type=values.positive, metavar="N", help="local worker processes (default: one per two CPU cores; one on a GPU)")
+    cluster.add_argument("--threads-per-worker", type=values.positive, default=1, metavar="M", help="inputs each local worker runs at once (default: 1)")
     batch.add_argument("--report", metavar="JSON", help="also write the results (status, error, timing, worker) to this JSON file (replaced on each run)")
     _model_arguments(batch)
     _track_arguments(batch)
@@ -376,7 +251,8 @@ def _track_options(args: argparse.Namespace) -> TrackOptions:
 
 
 def _track(args: argparse.Namespace, console: Console) -> int:
-    from .tracking import resolve_format, track_file
+    from .tracking.exports import resolve_format
+    from .tracking.pipeline import track_file
 
     fmt = resolve_format(args.format, args.output)
     if args.feather and fmt != "mattes":
@@ -486,7 +362,7 @@ def _download(args: argparse.Namespace, console: Console) -> int:
             callback = (lambda done, total: console.progress("download", done, total)) if not console.quiet else False
             path = download_checkpoint(name, progress=callback)
         except Exception as exc:
-            console.error(f"{name}: {describe_error(exc)}")
+            console.error(f"{name}: {user_message(exc)}")
             failed += 1
             continue
         console.close()
@@ -520,6 +396,28 @@ def _open_in(viewer: Any, path: Path) -> None:
     viewer.open(str(path), plugin=PLUGIN if ours else None)
 
 
+# ----------------------------------------------------------------------------- errors
+_HINTS = {
+    "format": "choose one with --format",
+    "overwrite": "use --overwrite to replace it",
+    "device": "see --device",
+    "factory": "see --model-factory",
+    "quantize": "see --int8",
+    "model": "pass --model",
+}
+
+
+def user_message(err: BaseException) -> str:
+    """The library's message plus the flag that fixes it (library errors name no flags)."""
+    from .tracking.models import VariantMismatch
+
+    message = describe_error(err)
+    if isinstance(err, VariantMismatch):
+        return f"{message}; drop --model or pass --model {err.found}"
+    hint = _HINTS.get(option_of(err) or "")
+    return f"{message}; {hint}" if hint else message
+
+
 # ----------------------------------------------------------------------------- entry point
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
@@ -543,12 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         if args.debug:
             traceback.print_exc()
-        console.error(str(err))
+        console.error(user_message(err))
         return 2
     except Exception as err:
         if args.debug:
             traceback.print_exc()
-        message = describe_error(err)
+        message = user_message(err)
         if not isinstance(err, expected_errors()) and not args.debug:
             message += " (run with --debug for the traceback)"
         console.error(message)

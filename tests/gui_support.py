@@ -38,9 +38,10 @@ def tiny_model() -> Any:
 
 
 def loaded_tiny() -> Any:
-    from napari_sam2.widgets.loading import LoadedModel, ModelSpec
+    from napari_sam2.tracking import LoadedModel, ModelChoice
 
-    return LoadedModel(tiny_model(), ModelSpec("sam2.1_hiera_tiny", None, "cpu", TEST_SIZE), "test model")
+    choice = ModelChoice("sam2.1_hiera_tiny", checkpoint=None, device="cpu", image_size=TEST_SIZE)
+    return LoadedModel(tiny_model(), choice, "test model")
 
 
 def new_viewer(make_napari_viewer: Any, qtbot: Any) -> Any:
@@ -67,7 +68,7 @@ def ready(widget: Any, qtbot: Any, timeout: int = 300_000) -> None:
     """Wait until every queued engine job has run."""
 
     def idle() -> bool:
-        return not widget.busy and not widget._sync_wanted and widget._propagate_request is None and not widget._sync_timer.isActive()
+        return widget.scheduler.idle and not widget._sync_timer.isActive()
 
     qtbot.waitUntil(idle, timeout=timeout)
     qtbot.wait(20)

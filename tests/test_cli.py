@@ -245,7 +245,7 @@ def test_axis_selection_of_a_4d_stack_reads_the_same_frames(tmp_path, clip):
     assert chosen.shape == (12, SIZE, SIZE) and "Z (12 frames) at T=1" in chosen.description
     np.testing.assert_array_equal(chosen.frames[5], volume[1, 5])
     default = select_frames(array, meta)  # T is walked by default, Z held at 0 with a note
-    assert default.shape == (3, SIZE, SIZE) and any("--at Z=" in note for note in default.notes)
+    assert default.shape == (3, SIZE, SIZE) and any("holding axis Z" in note and "Z=INDEX" in note for note in default.notes)
 
 
 def test_interrupted_runs_leave_no_output(data):
@@ -450,6 +450,22 @@ def test_checkpoint_errors(data, capsys, tmp_path):
     assert code == 1 and "not a SAM 2 or SAM 2.1 checkpoint" in err
 
 
+def test_checkpoint_of_another_variant_is_refused(data, capsys, tmp_path):
+    """The one rule shared with the widget: a file of another variant than the one named
+    is refused (the command line adds which flag fixes it); without a name it loads."""
+    from napari_sam2.model import build_sam2
+
+    stack, prompts = data
+    weights = tmp_path / "finetuned.pt"
+    torch.save({"model": build_sam2("sam2.1_hiera_tiny", image_size=128, device="cpu").state_dict()}, weights)
+    out = str(tmp_path / "o.tif")
+    args = ["track", str(stack), "-p", str(prompts), "-o", out, "--checkpoint", str(weights), "--image-size", "128", "--threads", "1"]
+    code, err = _run(capsys, *args, "--model", "sam2.1_hiera_small")
+    assert code == 1 and "holds sam2.1_hiera_tiny weights, not sam2.1_hiera_small" in err
+    assert "drop --model or pass --model sam2.1_hiera_tiny" in err and not Path(out).exists()
+    assert main([*args, "-q"]) == 0 and Path(out).exists()
+
+
 # ----------------------------------------------------------------------------- models
 class _Server:
     """A loopback HTTP server for one folder: downloads are tested for real."""
@@ -563,7 +579,7 @@ def test_overlaps_go_to_the_higher_logit():
 
 
 def test_label_writer_hands_its_errors_to_the_caller():
-    from napari_sam2.tracking import _FrameWriter
+    from napari_sam2.tracking import FrameWriter
 
     class Full:
         shape, dtype = (3, 4, 4), np.uint16
@@ -571,7 +587,7 @@ def test_label_writer_hands_its_errors_to_the_caller():
         def __setitem__(self, key, value):
             raise OSError("no space left on device")
 
-    writer = _FrameWriter(Full(), 0, [1])
+    writer = FrameWriter(Full(), 0, [1])
     with pytest.raises(OSError, match="no space left"):
         for t in range(3):
             writer.put(t, {1: np.ones((4, 4), np.float32)})

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_sam2.io.prompts import SCHEMA_VERSION, ObjectPrompts, Prompt, PromptError, PromptSet
+from napari_sam2.io.prompts import SCHEMA_VERSION, PromptedObject, Prompt, PromptError, PromptSet
 from napari_sam2.io.rle import encode_mask
 
 
@@ -188,7 +188,7 @@ def test_minimal_document_and_direct_construction():
     data = {"version": 1, "objects": [{"id": 5, "prompts": [{"frame": 2, "points": [[1, 2]], "labels": [1]}]}]}
     prompts = PromptSet.from_dict(data)
     assert prompts.model is None and prompts.objects[0].prompts[0].box is None
-    built = PromptSet(objects=[ObjectPrompts(5, "", [Prompt(2, [(1.0, 2.0)], [1])])])
+    built = PromptSet(objects=[PromptedObject(5, "", [Prompt(2, [(1.0, 2.0)], [1])])])
     assert built.to_dict() == prompts.to_dict()
     with pytest.raises(PromptError, match="no points, box or mask"):
         PromptSet().set_prompt(1, 0)

@@ -253,7 +253,7 @@ def test_rope_tables_cached_per_grid_size(models, monkeypatch):
         calls.append(args)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr("napari_sam2.model.memory.axial_rope", counting)
+    monkeypatch.setattr("napari_sam2.model.memory_attention.axial_rope", counting)
     with torch.inference_mode():
         for side in (8, 16, 8, 16, 8):
             att(*_inputs(1, side, 1, 4), 4, (side, side))
@@ -278,7 +278,7 @@ def test_pooled_value_path_with_blocks_and_heads(monkeypatch):
     with several heads and with the scores split into many blocks of query rows."""
     from dataclasses import replace
 
-    from napari_sam2.model import memory as memory_module
+    from napari_sam2.model import memory_attention as memory_module
 
     cfg = replace(get_config("sam2.1_hiera_tiny").memory_attention, num_heads=2, num_layers=2)
     att = MemoryAttention(cfg).eval()

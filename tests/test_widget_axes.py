@@ -99,9 +99,9 @@ class CountingStack:
 
 
 def test_lazy_stack_reads_only_needed_frames_and_huge_labels_use_zarr(make_napari_viewer, qtbot, monkeypatch):
-    from napari_sam2.widgets import controller
+    from napari_sam2.tracking import stores
 
-    monkeypatch.setattr(controller, "BIG_LABELS_BYTES", 1024)  # pretend the masks are huge
+    monkeypatch.setattr(stores, "BIG_LABELS_BYTES", 1024)  # pretend the masks are huge
     clip = cells_timelapse(num_frames=4, size=64, seed=6)
     frames = np.concatenate([clip.image] * 100)  # 400 frames
     lazy = CountingStack(frames)

@@ -70,7 +70,9 @@ def test_wrong_checkpoint_file(make_napari_viewer, qtbot, notes, clip, tmp_path)
     assert any("press Load model" in m for m in notes.messages("warning"))
 
 
-def test_local_checkpoint_of_another_variant_loads_that_variant(make_napari_viewer, qtbot, notes, clip, tmp_path):
+def test_local_checkpoint_of_another_variant_is_refused(make_napari_viewer, qtbot, notes, clip, tmp_path):
+    """The stricter rule, as on the command line: a file of another variant than the one
+    selected is refused with a message naming the file's variant; then it loads."""
     import torch
 
     path = tmp_path / "my_finetuned_weights.pt"
@@ -86,9 +88,15 @@ def test_local_checkpoint_of_another_variant_loads_that_variant(make_napari_view
     widget.set_image_size(TEST_SIZE)
     qtbot.mouseClick(widget.load_button, Qt.LeftButton)
     ready(widget, qtbot)
-    assert widget.loaded is not None and widget.loaded.spec.name == "sam2.1_hiera_tiny"
-    assert widget.model_combo.currentText() == "sam2.1_hiera_tiny"
-    assert any("sam2.1_hiera_tiny weights" in m for m in notes.messages("info"))
+    assert widget.loaded is None and widget.controller.model is None
+    assert widget.model_combo.currentText() == "sam2.1_hiera_small", "the selection is never switched silently"
+    errors = notes.messages("error")
+    assert any("holds sam2.1_hiera_tiny weights, not sam2.1_hiera_small" in m and "Choose sam2.1_hiera_tiny" in m
+               for m in errors), errors
+    widget.model_combo.setCurrentText("sam2.1_hiera_tiny")
+    qtbot.mouseClick(widget.load_button, Qt.LeftButton)
+    ready(widget, qtbot)
+    assert widget.loaded is not None and widget.loaded.choice.name == "sam2.1_hiera_tiny"
     click(viewer, qtbot, t.points, (48, 48))
     ready(widget, qtbot)
     assert (np.asarray(t.labels.data[0]) == 1).any()

@@ -1,16 +1,17 @@
-"""The Qt-free pieces behind the widget: axes, prompts, mask merging, objects, paint history."""
+"""The Qt-free pieces the widget uses: axes, prompts, mask merging, objects, paint history."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_sam2.widgets.controller import _planes_in_atom
-from napari_sam2.widgets.geometry import AxisView, TrackGeometry, tracked_axis_choices
-from napari_sam2.widgets.loading import guess_variant
-from napari_sam2.widgets.masks import masks_to_plane, merge_plane
+from napari_sam2.tracking.axes import AxisView, TrackGeometry, tracked_axis_choices
+from napari_sam2.tracking.choice import guess_variant
+from napari_sam2.tracking.interactive import FramePrompt
+from napari_sam2.tracking.labels import logits_to_labels, merge_plane
+from napari_sam2.widgets.layers import planes_in_atom
 from napari_sam2.widgets.objects import ObjectRegistry, format_frames
-from napari_sam2.widgets.prompts import FramePrompt, collect_prompts
+from napari_sam2.widgets.prompts import collect_prompts
 
 
 def test_geometry_4d_views_and_indices():
@@ -68,12 +69,12 @@ def test_collect_prompts_groups_and_reports_problems():
     assert "outside the 20 x 30 image" in problems[0].message
 
 
-def test_masks_to_plane_and_merge_rules():
+def test_logits_to_labels_and_merge_rules():
     a = np.full((4, 4), -1.0, np.float32)
     a[:2] = 2.0
     b = np.full((4, 4), -1.0, np.float32)
     b[1:3] = 5.0
-    plane = masks_to_plane({1: a, 2: b})
+    plane = logits_to_labels({1: a, 2: b})
     assert plane[0].tolist() == [1] * 4 and plane[1].tolist() == [2] * 4 and plane[3].tolist() == [0] * 4
     current = np.array([[1, 1, 7, 3], [0, 0, 7, 3], [0, 0, 0, 0], [1, 0, 0, 0]], np.uint16)
     proposal = np.array([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], np.uint16)
@@ -100,9 +101,9 @@ def test_paint_atoms_of_old_and_new_napari():
 
     Masked = namedtuple("Masked", "slice_key mask old_values new_value")
     atom = Masked((slice(4, 5), slice(1, 2), slice(0, 3), slice(0, 3)), None, np.array([0, 2, 2]), 5)
-    assert _planes_in_atom(atom, 4) == ([(4, 1)], {0, 2, 5})
+    assert planes_in_atom(atom, 4) == ([(4, 1)], {0, 2, 5})
     fancy = ((np.array([1, 1, 3]), np.array([2, 3, 4]), np.array([0, 1, 2])), np.array([0, 0, 4]), 6)
-    planes, values = _planes_in_atom(fancy, 3)
+    planes, values = planes_in_atom(fancy, 3)
     assert sorted(planes) == [(1,), (3,)] and values == {0, 4, 6}
 
 

@@ -24,9 +24,9 @@ def _model(widget):
     if not path:
         widget.use_model(loaded_tiny())
         return
-    from napari_sam2.widgets.loading import ModelSpec, load_model
+    from napari_sam2.tracking import LoadedModel, ModelChoice
 
-    widget.use_model(load_model(ModelSpec("sam2.1_hiera_tiny", path, "cpu", 512)))
+    widget.use_model(LoadedModel.load(ModelChoice("sam2.1_hiera_tiny", checkpoint=path, device="cpu", image_size=512)))
 
 
 def test_screenshots_of_main_states(make_napari_viewer, qtbot, tmp_path):

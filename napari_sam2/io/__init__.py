@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .folder import ImageFolder, read_folder, read_image
     from .labels_tiff import write_labels_tiff
     from .mattes import feather_mask, write_mattes
-    from .prompts import ObjectPrompts, Prompt, PromptError, PromptSet
+    from .prompts import PromptedObject, Prompt, PromptError, PromptSet
     from .readers import is_supported, open_stack, supported_formats
     from .rle import decode_mask, encode_labels, encode_mask
     from .tiff import read_tiff
@@ -47,7 +47,7 @@ _LAZY = {
     "write_mattes": ".mattes",
     "feather_mask": ".mattes",
     "PromptSet": ".prompts",
-    "ObjectPrompts": ".prompts",
+    "PromptedObject": ".prompts",
     "Prompt": ".prompts",
     "PromptError": ".prompts",
 }

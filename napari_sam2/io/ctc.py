@@ -20,7 +20,7 @@ import numpy as np
 from .atomic import atomic_output
 from .labels import Progress, check_labels, iter_frames, scan_labels
 
-__all__ = ["CTCTrack", "CTCExport", "write_ctc", "read_ctc_tracks", "validate_ctc", "mask_name"]
+__all__ = ["CTCTrack", "CTCExport", "write_ctc", "read_ctc_tracks", "validate_ctc", "mask_name", "is_ctc_folder"]
 
 TRACK_FILE = "res_track.txt"
 _MASK_RE = re.compile(r"^mask(\d{3,})\.tif$")
@@ -145,7 +145,7 @@ def write_ctc(
     tracks, plan = _plan_tracks(present, largest, parents)
     relabelled = {t.label: t.object_id for t in tracks if t.object_id is not None and t.label != t.object_id}
 
-    with atomic_output(path, overwrite=overwrite, directory=True, replaceable=_is_ctc_folder) as temp:
+    with atomic_output(path, overwrite=overwrite, directory=True, replaceable=is_ctc_folder) as temp:
         for t, frame in enumerate(iter_frames(labels, num_frames, progress)):
             out = frame.astype(np.uint16)
             for obj in present[t].tolist():
@@ -158,7 +158,8 @@ def write_ctc(
     return CTCExport(Path(path), tuple(tracks), relabelled)
 
 
-def _is_ctc_folder(path: Path) -> bool:
+def is_ctc_folder(path: Path) -> bool:
+    """True for a folder that holds only CTC result files (safe to replace)."""
     return all(p.is_file() and (p.name == TRACK_FILE or _MASK_RE.match(p.name)) for p in path.iterdir())
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from .atomic import atomic_output
 from .labels import Progress, check_labels, iter_frames, scan_labels
 
-__all__ = ["write_mattes", "feather_mask", "matte_name"]
+__all__ = ["write_mattes", "feather_mask", "matte_name", "is_matte_folder"]
 
 _PNG_RE = re.compile(r"^\d+\.png$")
 
@@ -75,7 +75,8 @@ def feather_mask(mask: np.ndarray, radius: float) -> np.ndarray:
     return alpha
 
 
-def _is_matte_folder(path: Path) -> bool:
+def is_matte_folder(path: Path) -> bool:
+    """True for a folder that holds only per-object matte folders (safe to replace)."""
     for child in path.iterdir():
         if not (child.is_dir() and child.name.isdigit()):
             return False
@@ -118,7 +119,7 @@ def write_mattes(
         raise ValueError("there are no objects to export (the labels are all zero)")
     dtype, scale = (np.uint8, 255.0) if bit_depth == 8 else (np.uint16, 65535.0)
 
-    with atomic_output(path, overwrite=overwrite, directory=True, replaceable=_is_matte_folder) as temp:
+    with atomic_output(path, overwrite=overwrite, directory=True, replaceable=is_matte_folder) as temp:
         for obj in ids:
             (temp / str(obj)).mkdir()
         for t, frame in enumerate(iter_frames(labels, num_frames, progress)):

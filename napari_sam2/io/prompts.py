@@ -35,7 +35,7 @@ import numpy as np
 from .atomic import atomic_output, check_output
 from .rle import _short, decode_mask, encode_mask, rle_size
 
-__all__ = ["SCHEMA_VERSION", "MAX_OBJECT_ID", "Prompt", "ObjectPrompts", "PromptSet", "PromptError"]
+__all__ = ["SCHEMA_VERSION", "MAX_OBJECT_ID", "Prompt", "PromptedObject", "PromptSet", "PromptError"]
 
 SCHEMA_VERSION = 1
 MAX_OBJECT_ID = 2**32 - 1  # ids are label values; napari's and our label arrays are at most uint32
@@ -188,7 +188,7 @@ class Prompt:
 
 
 @dataclass
-class ObjectPrompts:
+class PromptedObject:
     """One object (its id is its label value) and its prompts, at most one per frame."""
 
     id: int
@@ -219,7 +219,7 @@ class ObjectPrompts:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, position: int, masks: _MaskLimit | None = None) -> "ObjectPrompts":
+    def from_dict(cls, data: Any, position: int, masks: _MaskLimit | None = None) -> "PromptedObject":
         if not isinstance(data, dict):
             raise PromptError(f"objects[{position}] must be a JSON object")
         unknown = set(data) - {"id", "name", "prompts"}
@@ -249,7 +249,7 @@ class ObjectPrompts:
 class PromptSet:
     """All prompts of a session plus what is needed to reproduce it."""
 
-    objects: list[ObjectPrompts] = field(default_factory=list)
+    objects: list[PromptedObject] = field(default_factory=list)
     model: str | None = None
     image_size: int | None = None
     frames_shape: tuple[int, ...] | None = None
@@ -257,14 +257,14 @@ class PromptSet:
     contrast_limits: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------ building
-    def object(self, obj_id: int, name: str | None = None) -> ObjectPrompts:
+    def object(self, obj_id: int, name: str | None = None) -> PromptedObject:
         """The object with this id, created if needed."""
         for obj in self.objects:
             if obj.id == obj_id:
                 if name is not None:
                     obj.name = name
                 return obj
-        obj = ObjectPrompts(obj_id, name or "")
+        obj = PromptedObject(obj_id, name or "")
         self.objects.append(obj)
         return obj
 
@@ -293,7 +293,7 @@ class PromptSet:
     def remove_object(self, obj_id: int) -> None:
         self.objects = [obj for obj in self.objects if obj.id != obj_id]
 
-    def iter_prompts(self) -> Iterator[tuple[ObjectPrompts, Prompt]]:
+    def iter_prompts(self) -> Iterator[tuple[PromptedObject, Prompt]]:
         """(object, prompt) pairs in the order they are applied: by frame, then object id."""
         pairs = [(obj, prompt) for obj in self.objects for prompt in obj.prompts]
         return iter(sorted(pairs, key=lambda pair: (pair[1].frame, pair[0].id)))
@@ -440,7 +440,7 @@ class PromptSet:
         else:
             result.validate()
         masks = _MaskLimit(_frame_size(tuple(shape) if shape is not None else result.frames_shape))
-        result.objects = [ObjectPrompts.from_dict(obj, i, masks) for i, obj in enumerate(objects)]
+        result.objects = [PromptedObject.from_dict(obj, i, masks) for i, obj in enumerate(objects)]
         if shape is not None:
             result.validate_against(shape)
         else:

@@ -6,9 +6,12 @@ reopening the widget and travel with the layer.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Mapping, MutableMapping
 
-__all__ = ["ObjectRegistry", "format_frames"]
+__all__ = ["ObjectRegistry", "ObjectRow", "object_rows", "format_frames"]
+
+Color = tuple[float, float, float, float]
 
 
 class ObjectRegistry:
@@ -73,3 +76,27 @@ def format_frames(frames: Iterable[int], limit: int = 8) -> str:
     if len(runs) > limit:
         parts.append(f"... (+{len(runs) - limit})")
     return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class ObjectRow:
+    """One line of the object list."""
+
+    obj_id: int
+    name: str
+    color: Color
+    frames: str
+    prompted: tuple[int, ...]
+
+
+def object_rows(registry: ObjectRegistry, prompts: Mapping[tuple[int, int], object], color: Callable[[int], Color]) -> list[ObjectRow]:
+    """The object list: every registered object (prompted ones are registered first)."""
+    frames: dict[int, set[int]] = {}
+    for frame, obj in prompts:
+        frames.setdefault(obj, set()).add(frame)
+    for obj in frames:
+        registry.ensure(obj)
+    return [
+        ObjectRow(obj, registry.name(obj), color(obj), format_frames(frames.get(obj, ())), tuple(sorted(frames.get(obj, ()))))
+        for obj in registry.ids()
+    ]

@@ -1,4 +1,4 @@
-"""Prompts as napari layers data, reduced to what the engine needs per (frame, object).
+"""Prompt layers' data, reduced to what the engine needs per (frame, object).
 
 The layers are the single source of truth: after any edit (add, move, delete, undo) the
 widget re-reads them, compares with what the engine was last told and re-sends only the
@@ -12,9 +12,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .geometry import TrackGeometry
+from napari_sam2.tracking.axes import TrackGeometry
+from napari_sam2.tracking.interactive import FramePrompt
 
-__all__ = ["FramePrompt", "PromptProblem", "collect_prompts", "OBJECT", "POLARITY", "POSITIVE", "NEGATIVE"]
+__all__ = ["PromptProblem", "collect_prompts", "OBJECT", "POLARITY", "POSITIVE", "NEGATIVE"]
 
 OBJECT = "object"
 """Feature column (Points and Shapes) holding the object id a prompt belongs to."""
@@ -22,20 +23,6 @@ POLARITY = "prompt"
 """Points feature column: ``POSITIVE`` (inside the object) or ``NEGATIVE`` (outside)."""
 POSITIVE = "positive"
 NEGATIVE = "negative"
-
-
-@dataclass(frozen=True)
-class FramePrompt:
-    """Everything one object is prompted with on one frame (comparable, hashable)."""
-
-    points: tuple[tuple[float, float], ...] = ()
-    labels: tuple[int, ...] = ()
-    box: tuple[float, float, float, float] | None = None
-    painted: bool = False
-
-    @property
-    def empty(self) -> bool:
-        return not self.points and self.box is None and not self.painted
 
 
 @dataclass(frozen=True)
@@ -137,5 +124,5 @@ def collect_prompts(
     }
     for frame, obj in painted:
         old = prompts.get((frame, obj), FramePrompt())
-        prompts[(frame, obj)] = FramePrompt(old.points, old.labels, old.box, painted=True)
+        prompts[(frame, obj)] = FramePrompt(old.points, old.labels, old.box, painted=1)
     return prompts, problems

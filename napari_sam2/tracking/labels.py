@@ -1,18 +1,19 @@
-"""Engine masks -> label planes, with the rules that protect what the user made.
+"""Logits -> label planes, with overlaps resolved and what the user made protected.
 
-Two steps, so the heavy part can run off the GUI thread: :func:`masks_to_plane` turns
-per-object logits into one plane of object ids (on the worker), :func:`merge_plane`
-combines that proposal with the plane already in the Labels layer (on the GUI thread,
-which owns the layer data).
+Two steps, so the heavy part can run off the GUI thread: :func:`logits_to_labels`
+turns per-object logits into one plane of object ids (on a worker), and
+:func:`merge_plane` combines that proposal with the plane already shown (on the GUI
+thread, which owns the layer data). Frames painted by hand are protected: their
+objects are ``locked`` and never change.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["masks_to_plane", "merge_plane", "labels_dtype"]
+__all__ = ["logits_to_labels", "merge_plane", "labels_dtype"]
 
 
 def labels_dtype(max_objects: int = 65535) -> np.dtype:
@@ -20,13 +21,20 @@ def labels_dtype(max_objects: int = 65535) -> np.dtype:
     return np.dtype(np.uint16) if max_objects <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
 
-def masks_to_plane(logits: Mapping[int, np.ndarray], dtype: np.dtype = np.dtype(np.uint16)) -> np.ndarray:
+def logits_to_labels(
+    logits: Mapping[int, np.ndarray], shape: tuple[int, int] | None = None, dtype: Any = np.uint16
+) -> np.ndarray:
     """One (H, W) plane of object ids: each pixel goes to the object with the largest
     positive logit, 0 where no object claims it (SAM 2 masks of two objects may overlap).
+
+    ``shape`` is needed only when ``logits`` may be empty (then the plane is all 0).
     """
+    dtype = np.dtype(dtype)
     if not logits:
-        raise ValueError("no masks to combine")
-    ids = list(logits)
+        if shape is None:
+            raise ValueError("no masks to combine, and no plane shape given")
+        return np.zeros(shape, dtype)
+    ids = sorted(logits)
     if len(ids) == 1:
         (obj,) = ids
         return np.where(np.asarray(logits[obj]) > 0, obj, 0).astype(dtype)

@@ -1,19 +1,21 @@
-"""How an n-D napari image maps onto the engine's (T, H, W[, 3]) frames and back.
+"""Axes of N-D stacks: how an n-D array maps onto the engine's (T, H, W[, C]) frames and back.
 
-The user picks one tracked axis (time or z); the last two non-colour axes are the
-frame's rows and columns; every other axis is held at one index (the viewer's current
-position). Nothing here copies image data: :class:`AxisView` reads one frame at a time.
+One tracked axis (time or z) is walked; the last two non-colour axes are the frame's
+rows and columns; every other axis is held at one index (the viewer's position in the
+widget, ``at=`` on the command line). Nothing here copies image data:
+:class:`AxisView` reads one frame at a time and :class:`PlaneStack` one plane.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["TrackGeometry", "AxisView", "tracked_axis_choices"]
+__all__ = ["TrackGeometry", "AxisView", "PlaneStack", "tracked_axis_choices"]
 
 
 def tracked_axis_choices(ndim: int) -> list[int]:
@@ -180,7 +182,7 @@ class AxisView:
         if frame < 0:
             frame += self.shape[0]
         if not 0 <= frame < self.shape[0]:
-            raise IndexError(f"frame {frame} out of range for {self.shape[0]} frames")
+            raise IndexError(f"frame {frame} is outside 0..{self.shape[0] - 1}")
         plane = np.asarray(self._data[self._geometry.labels_index(frame)])
         return plane
 
@@ -199,3 +201,21 @@ class AxisView:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self[:]
         return out.astype(dtype) if dtype is not None else out
+
+
+class PlaneStack:
+    """A read-only (N, H, W) view of an n-D label array whose leading axes are flattened
+    in C order (e.g. (t, z) -> t * Z + z); reads one plane per index."""
+
+    def __init__(self, data: Any) -> None:
+        self._data = data
+        self._index = list(itertools.product(*(range(int(s)) for s in data.shape[:-2])))
+        self.shape = (len(self._index), int(data.shape[-2]), int(data.shape[-1]))
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.asarray(self._data[self._index[i]])
