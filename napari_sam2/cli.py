@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--all", action="store_true", help="download every official model")
     _common(download)
     download.set_defaults(handler=_download)
+
+    from .cli_train import add_training_commands
+
+    add_training_commands(commands, _common)
     return parser
 
 
