@@ -22,6 +22,7 @@ from napari_sam2.tracking.models import LoadedModel
 from napari_sam2.tracking.scheduler import NO_MODEL, JobScheduler, Step
 
 from .controller import NO_IMAGE, Sam2Controller
+from .finetune_actions import FineTuneActions
 from .jobs import JobOutcome, function_job, propagate_job
 from .layers import image_shape
 from .model_actions import ModelActions
@@ -46,7 +47,7 @@ def _on_destroyed(lifetime: _Lifetime, *args: Any) -> None:
     lifetime.cancel.set()
 
 
-class Sam2Widget(ModelActions, ObjectActions, Sam2Panel):
+class Sam2Widget(FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
     """Click once, segment the object and track it through time or z."""
 
     job_finished = Signal(str)  # kind of the job that just ended (tests wait on it)
@@ -76,6 +77,7 @@ class Sam2Widget(ModelActions, ObjectActions, Sam2Panel):
         self._objects_timer = QTimer(self, singleShot=True, interval=0)
         self._objects_timer.timeout.connect(self.refresh_objects)
 
+        self._setup_finetune()
         self._connect_controls()
         self._connect_viewer()
         self._bind_keys()

@@ -1,0 +1,238 @@
+"""The Fine-tune section's behaviour: train a copy of the loaded model on the current image.
+
+A mixin of :class:`~.widget.Sam2Widget`. The masks to learn from are read (and copied)
+on the GUI thread when training starts; training runs in a napari thread worker on a
+copy of the model, so clicks and propagation go on with the loaded model meanwhile.
+Progress arrives in batches and feeds the progress bar and the loss plot; Cancel stops
+after the current step and the model so far is saved. The rules (data, output checks,
+settings) are :mod:`napari_sam2.tracking.finetune`'s.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+from qtpy.QtWidgets import QFileDialog
+
+from napari_sam2.tracking.finetune import FineTuneSettings, data_from_layers, fine_tune
+from napari_sam2.tracking.models import LoadedModel
+
+from .finetune_section import LABELLED_FRAMES, FineTuneSection
+from .jobs import JobOutcome
+from .layers import NO_IMAGE, image_data
+from .notes import notify
+
+__all__ = ["FineTuneActions", "finetune_job"]
+
+
+def finetune_job(run: Callable[[Callable[[Any], None]], Any]) -> Generator[list[Any], None, JobOutcome]:
+    """Run ``run(progress)`` on a helper thread; yield the progress reports in batches.
+
+    Every report is kept (the loss plot wants each step); batches keep the GUI from
+    being flooded. The outcome carries the :class:`~napari_sam2.training.TrainResult`.
+    """
+    reports: queue.Queue = queue.Queue()
+
+    def drain() -> list[Any]:
+        batch = []
+        while True:
+            try:
+                batch.append(reports.get_nowait())
+            except queue.Empty:
+                return batch
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam2-finetune") as pool:
+        future = pool.submit(run, reports.put)
+        while True:
+            try:
+                future.result(timeout=0.1)
+            except Exception:  # the timeout, or the error read below
+                pass
+            batch = drain()
+            if batch:
+                yield batch
+            if future.done():
+                break
+        try:
+            result = future.result()
+        except Exception as exc:
+            import traceback
+
+            return JobOutcome(error=exc, details="".join(traceback.format_exception(exc)))
+    return JobOutcome(result, cancelled=bool(result.cancelled), steps=int(result.step))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class FineTuneActions:
+    """Fine-tune section -> a training run on a worker -> a model the user can switch to."""
+
+    def _setup_finetune(self) -> None:
+        """Add the section above the shortcut help and connect it."""
+        self.finetune = section = FineTuneSection()
+        layout = self.layout()
+        layout.insertWidget(layout.indexOf(self.help_label), section)
+        section.output_button.clicked.connect(self._browse_finetune_output)
+        section.start_button.clicked.connect(self.start_finetune)
+        section.stop_button.clicked.connect(self.cancel_finetune)
+        section.use_button.clicked.connect(self.use_finetuned)
+        self._ft_worker: Any = None
+        self._ft_cancel = threading.Event()
+        self._ft_confirmed: str | None = None  # an existing file the save dialog allowed to replace
+        self._ft_result: Any = None
+
+    def _browse_finetune_output(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the fine-tuned model", self.finetune.output_edit.text(),
+                                              "PyTorch checkpoints (*.pt)")
+        if path:
+            if not path.lower().endswith((".pt", ".pth")):
+                path += ".pt"
+            self.finetune.output_edit.setText(path)
+            self._ft_confirmed = path  # the dialog asked before choosing an existing file
+
+    @property
+    def finetuning(self) -> bool:
+        return self._ft_worker is not None
+
+    def trusted_frames(self) -> list[int]:
+        """Frames of the tracked slice the user clicked on or painted (their masks were checked)."""
+        geometry = self.controller.geometry()
+        return sorted({frame for frame, _ in self.controller.prompts(geometry)})
+
+    def start_finetune(self) -> None:
+        """Fine-tune a copy of the loaded model on the current image and its masks."""
+        section = self.finetune
+        if self.finetuning:
+            return
+        t = self.controller.target
+        if t is None:
+            notify("error", NO_IMAGE)
+            return
+        if self.loaded is None:
+            notify("error", "Load the model to start from first (Load model), then fine-tune it.")
+            return
+        output = section.output_edit.text().strip()
+        if not output:
+            notify("error", "Choose where to save the fine-tuned model (Save as).")
+            return
+        overwrite = self._ft_confirmed == output
+        try:
+            geometry = self.controller.geometry()
+            frames = None if section.frames_combo.currentText() == LABELLED_FRAMES else self.trusted_frames()
+            labels = geometry.frames(t.labels.data)
+            data = data_from_layers(geometry.frames(image_data(t.image)), labels, frames,
+                                    self.controller.contrast_limits(), name=t.image.name)
+            from napari_sam2.tracking.finetune import check_output
+
+            check_output(output, overwrite=overwrite, resume=False)
+        except FileExistsError as exc:
+            notify("error", f"{exc}: choose another file, or choose it with the ... button to replace it.")
+            return
+        except (ValueError, OSError) as exc:
+            notify("error", f"Cannot fine-tune: {exc}")
+            return
+        settings = FineTuneSettings(steps=section.steps_spin.value(), trainable=section.trainable_combo.currentData())
+        model = self.loaded.model
+        self._ft_cancel = cancel = threading.Event()
+        lifetime = self._lifetime
+        stop = lambda: cancel.is_set() or not lifetime.alive  # noqa: E731 - closing the viewer stops too
+
+        def run(progress: Callable[[Any], None]) -> Any:
+            return fine_tune(model, data, settings, output, overwrite=overwrite, progress=progress, cancel=stop,
+                             metadata={"trained_on": t.image.name, "frames": "all labelled" if frames is None else len(frames)})
+
+        section.plot.clear(settings.steps or 0)
+        section.progress.setRange(0, settings.steps or 0)
+        section.progress.setValue(0)
+        section.status.setText(f"training on {data.describe()}...")
+        section.start_button.setEnabled(False)
+        section.stop_button.setEnabled(True)
+        self._start_finetune_worker(run, Path(output))
+
+    def _start_finetune_worker(self, run: Callable[[Callable[[Any], None]], Any], output: Path) -> None:
+        from napari.qt.threading import GeneratorWorker
+
+        def body() -> Any:
+            return (yield from finetune_job(run))
+
+        worker = GeneratorWorker(body)
+        self._ft_worker = worker
+        lifetime = self._lifetime
+        worker.yielded.connect(lambda batch: self._on_finetune_progress(batch) if lifetime.alive else None)
+        worker.returned.connect(lambda outcome: self._on_finetuned(outcome, output) if lifetime.alive else None)
+        worker.errored.connect(lambda exc: self._on_finetuned(JobOutcome(error=exc), output) if lifetime.alive else None)
+        worker.start()
+
+    def cancel_finetune(self) -> None:
+        """Stop after the current step; the model so far is saved."""
+        if self.finetuning:
+            self._ft_cancel.set()
+            self.finetune.status.setText("stopping after this step...")
+
+    def _on_finetune_progress(self, batch: list[Any]) -> None:
+        section = self.finetune
+        for report in batch:
+            section.plot.add(report.step, report.loss)
+        last = batch[-1]
+        section.progress.setRange(0, last.steps)
+        section.progress.setValue(last.step)
+        if not self._ft_cancel.is_set():
+            left = last.elapsed / max(last.step, 1) * (last.steps - last.step)
+            section.status.setText(f"step {last.step} of {last.steps}, loss {last.loss:.3f}; about {_duration(left)} left")
+
+    def _on_finetuned(self, outcome: JobOutcome, output: Path) -> None:
+        section = self.finetune
+        self._ft_worker = None
+        section.start_button.setEnabled(True)
+        section.stop_button.setEnabled(False)
+        try:
+            if outcome.error is not None:
+                section.status.setText("stopped by an error (see the message)")
+                notify("error", f"Fine-tuning failed: {outcome.error}")
+                return
+            result = outcome.value
+            self._ft_result = (output, result.model)
+            self._ft_confirmed = None  # a new run must not silently replace this file
+            if result.step == 0:
+                section.status.setText("cancelled before the first step: nothing was saved")
+                return
+            section.use_button.setEnabled(True)
+            if outcome.cancelled:
+                section.status.setText(f"cancelled at step {result.step} of {result.steps}: the model so far is saved in "
+                                       f"{output.name}; Use fine-tuned model to try it")
+                return
+            section.status.setText(f"done: {result.steps} steps, saved in {output}; now in use")
+            self.use_finetuned()
+        finally:
+            self.job_finished.emit("finetune")
+
+    def use_finetuned(self) -> None:
+        """Segment with the fine-tuned model now; the Model section shows its file."""
+        if self._ft_result is None:
+            return
+        from .panel import FROM_FILE, LOCAL_WEIGHTS
+
+        output, model = self._ft_result
+        for combo in (self.model_combo, self.weights_combo):
+            combo.blockSignals(True)
+        self.weights_combo.setCurrentText(LOCAL_WEIGHTS)
+        self.path_edit.setText(str(output))
+        self.model_combo.setCurrentIndex(self.model_combo.findText(FROM_FILE))
+        for combo in (self.model_combo, self.weights_combo):
+            combo.blockSignals(False)
+        self._update_path_row()
+        self.use_model(LoadedModel(model, self.model_choice()))
+        self.model_combo.blockSignals(True)
+        self.model_combo.setCurrentIndex(self.model_combo.findText(FROM_FILE))
+        self.model_combo.blockSignals(False)
+        notify("info", f"Now segmenting with the fine-tuned model {output.name}.")
