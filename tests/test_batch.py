@@ -47,7 +47,7 @@ def cluster():
 
 @pytest.fixture
 def inputs(tmp_path):
-    """Two good stacks and one truncated one, each with a prompt file next to it."""
+    """Two good stacks and one truncated one (found when opened), each with a prompt file next to it."""
     folder = tmp_path / "in"
     folder.mkdir()
     for name, seed, frames in (("a", 1, 8), ("b", 2, 6), ("c", 3, 8)):
@@ -84,7 +84,7 @@ def test_run_batch_on_two_worker_processes(cluster, inputs, tmp_path):
             np.testing.assert_array_equal(labels, _single_process(inputs, name, tmp_path))
             assert set(np.unique(labels)) == {0, 2, 5} and result.frames == labels.shape[0]
         broken = results[2]
-        assert "cannot read frame" in broken.error and "c.tif" in broken.error
+        assert "is truncated" in broken.error and "c.tif" in broken.error
         assert not Path(broken.job.output).exists()
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.labels.tif", "b.labels.tif"]
 
@@ -110,7 +110,7 @@ def test_run_batch_on_two_worker_processes(cluster, inputs, tmp_path):
         resumed = run_batch(jobs, model=MODEL, client=client, skip_existing=True)
         assert [r.status for r in resumed] == ["skipped", "skipped", "failed"]
     summary = format_summary(results)
-    assert "c.tif" in summary and "cannot read frame" in summary and "3 inputs: 2 done, 1 failed" in summary
+    assert "c.tif" in summary and "is truncated" in summary and "3 inputs: 2 done, 1 failed" in summary
 
 
 def test_batch_command_starts_its_own_local_cluster(inputs, tmp_path, capsys):
@@ -121,7 +121,7 @@ def test_batch_command_starts_its_own_local_cluster(inputs, tmp_path, capsys):
     assert main(argv) == 1  # one input failed
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
-    assert "3 inputs: 2 done, 1 failed" in captured.out and "cannot read frame" in captured.out
+    assert "3 inputs: 2 done, 1 failed" in captured.out and "is truncated" in captured.out
     rows = json.loads(report.read_text())
     assert [row["status"] for row in rows] == ["done", "done", "failed"]
     assert rows[2]["job"]["input"].endswith("c.tif") and "c.tif" in rows[2]["error"]

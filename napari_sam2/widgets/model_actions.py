@@ -137,10 +137,16 @@ class ModelActions:
             self.progress_bar.setRange(0, 1000)
             self.progress_bar.setValue(int(1000 * done / total))
             self.progress_bar.setFormat(f"download {done / 1e6:.0f} / {total / 1e6:.0f} MB")
-            if self._progress is None and self.scheduler.running == "load":
+            if self._progress is None and self.scheduler.running == "load" and not self._opening_progress:
                 from napari.utils import progress
 
-                self._progress = progress(total=1000, desc="downloading the model")
+                # napari's activity dialog may process queued events while the bar is
+                # made, delivering the next report here before it exists: make one bar only
+                self._opening_progress = True
+                try:
+                    self._progress = progress(total=1000, desc="downloading the model")
+                finally:
+                    self._opening_progress = False
             if self._progress is not None:
                 self._progress.n = int(1000 * done / total)
                 self._progress.refresh()

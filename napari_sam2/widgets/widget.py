@@ -65,6 +65,7 @@ class Sam2Widget(FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
         self._worker: Any = None
         self._cancel = threading.Event()
         self._progress: Any = None
+        self._opening_progress = False
         self._frames_done = 0
         self._frames_kept = 0
         self._bound_keys: list[str] = []
