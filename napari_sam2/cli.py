@@ -115,8 +115,8 @@ def _track_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--axis", metavar="AXIS", help="the axis to walk: a letter of the file's axes (T, Z, ...) or an index (default: T, else Z)")
     group.add_argument("--at", type=values.held, action="append", metavar="AXIS=INDEX",
                        help="hold another stack axis at one index, e.g. --at Z=12 or --at C=1 (default: index 0)")
-    group.add_argument("--fill-holes", type=values.non_negative, default=0, metavar="N",
-                       help="fill holes up to N pixels inside masks, at the model's mask resolution (default: 0, off)")
+    group.add_argument("--fill-holes", type=values.non_negative, default=8, metavar="N",
+                       help="fill holes up to N pixels inside masks, at the model's mask resolution (default: 8, as Meta's video predictor; 0: off)")
     group.add_argument("--remove-small", type=values.non_negative, default=0, metavar="N",
                        help="remove specks up to N pixels, at the model's mask resolution (default: 0, off)")
     group.add_argument("--contrast", type=values.contrast, metavar="LOW,HIGH",

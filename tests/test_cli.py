@@ -43,7 +43,9 @@ from .miniature import miniature_model
 ROOT = Path(__file__).resolve().parents[1]
 FACTORY = "tests.miniature:miniature_model"
 MODEL = ["--model-factory", FACTORY, "--threads", "1"]
-FAST = [*MODEL, "-q"]
+# The miniature model predicts 16x16 masks, where the default hole filling (8 pixels) would
+# swallow the background; these tests compare with the engine without it.
+FAST = [*MODEL, "-q", "--fill-holes", "0"]
 FRAMES, SIZE = 12, 96
 
 
@@ -78,7 +80,7 @@ def data(tmp_path, clip):
 
 def _expected(clip, passes, first, last) -> np.ndarray:
     """Labels computed straight from the engine, for the frames first..last."""
-    session = VideoSession(miniature_model(), clip.image, fill_hole_area=0)  # = the CLI's --fill-holes default
+    session = VideoSession(miniature_model(), clip.image, fill_hole_area=0)  # as FAST
     _prompt_set(clip).apply(session)
     out = np.zeros((last - first + 1, SIZE, SIZE), np.uint16)
     for start, reverse, max_frames in passes:
@@ -592,3 +594,15 @@ def test_label_writer_hands_its_errors_to_the_caller():
         for t in range(3):
             writer.put(t, {1: np.ones((4, 4), np.float32)})
         writer.close()
+
+
+def test_hole_filling_defaults_to_metas_video_predictor_everywhere():
+    import inspect
+
+    from napari_sam2.cli import build_parser
+    from napari_sam2.tracking.pipeline import TrackOptions
+
+    engine = inspect.signature(VideoSession.__init__).parameters["fill_hole_area"].default
+    assert engine == 8
+    assert build_parser().parse_args(["track", "in.tif", "-o", "out.tif"]).fill_holes == engine
+    assert TrackOptions().fill_holes == engine

@@ -164,7 +164,7 @@ class TrackOptions:
     frames: tuple[int | None, int | None] | None = None
     axis: str | int | None = None
     at: Mapping[str, int] | None = None
-    fill_holes: int = 0
+    fill_holes: int = 8  # Meta's video predictor default (fill_hole_area=8)
     remove_small: int = 0
     contrast_limits: tuple[float, float] | None = None
     feather: float = 0.0
