@@ -350,6 +350,24 @@ def test_input_errors(data, capsys, tmp_path):
     assert not Path(out).exists()
 
 
+def test_truncated_stack_fails_before_the_model_loads(data, capsys, tmp_path, monkeypatch):
+    stack, prompts = data
+    cut = tmp_path / "cut.tif"
+    payload = Path(stack).read_bytes()
+    cut.write_bytes(payload[: len(payload) // 2])
+    out = tmp_path / "o.tif"
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded for an unreadable input")
+
+    monkeypatch.setattr("tests.miniature.miniature_model", never)
+    code, err = _run(capsys, "track", str(cut), "-p", str(prompts), "-o", str(out), *FAST)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("error:") and "cut.tif" in lines[0]
+    assert "truncated" in lines[0]
+    assert not out.exists()
+
+
 def test_prompt_errors_name_file_object_and_frame(data, capsys, tmp_path, clip):
     stack, _ = data
     out = str(tmp_path / "o.tif")

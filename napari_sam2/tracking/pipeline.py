@@ -208,7 +208,7 @@ def track_file(
     prompt file and built with ``loader`` (default :func:`.models.load_model`; batch workers
     pass a per-process cache). ``notify`` receives one-line notes for the user.
     """
-    from ..io.readers import open_stack
+    from ..io.readers import check_readable, open_stack
     from ..model.sam2 import Sam2
     from ..model.video import VideoSession
 
@@ -217,6 +217,7 @@ def track_file(
     fmt = resolve_format(format, output)
     output = check_destination(output, fmt, overwrite)
     input = Path(input).expanduser()
+    check_readable(input)  # a damaged or cut-off file fails here, not after the model has loaded
     array, metadata = open_stack(input)
     try:
         selection = select_frames(array, metadata, options.axis, options.at)
