@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .coco import read_coco_rle, write_coco_rle
     from .ctc import CTCExport, CTCTrack, read_ctc_tracks, validate_ctc, write_ctc
     from .folder import ImageFolder, read_folder, read_image
+    from .geff import GeffExport, write_geff
     from .labels_tiff import write_labels_tiff
     from .mattes import feather_mask, write_mattes
     from .prompts import PromptedObject, Prompt, PromptError, PromptSet
@@ -35,6 +36,8 @@ _LAZY = {
     "read_image": ".folder",
     "write_labels_tiff": ".labels_tiff",
     "write_ctc": ".ctc",
+    "write_geff": ".geff",
+    "GeffExport": ".geff",
     "read_ctc_tracks": ".ctc",
     "validate_ctc": ".ctc",
     "CTCTrack": ".ctc",

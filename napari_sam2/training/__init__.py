@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .loop import TrainProgress, TrainResult, mean_loss, train
     from .losses import LossWeights
     from .metrics import boundary_f, ctc_seg, jaccard
+    from .tracking_metrics import TrackingScores, tracking_scores
     from .optim import OptimSettings
     from .prompts import PromptSettings
     from .start import start_model
@@ -57,6 +58,8 @@ _LAZY = {
     "jaccard": ".metrics",
     "boundary_f": ".metrics",
     "ctc_seg": ".metrics",
+    "tracking_scores": ".tracking_metrics",
+    "TrackingScores": ".tracking_metrics",
     "OptimSettings": ".optim",
     "PromptSettings": ".prompts",
     "start_model": ".start",
