@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from .checkpoint import autocast_dtype
 from .frames import FrameSource
+from .budgets import CacheBudgets, default_budgets
 from .postprocess import fill_holes, remove_small_regions
 from .sam2 import HeadOutput, ImageFeatures, Sam2, upsample_masks
 from .store import FrameRecord, LRUCache, RecordStore
@@ -97,8 +98,11 @@ class VideoSession:
     (conditioning) frame, so the correction is kept and steers all later propagation.
     With False, corrections behave like the reference predictor's default, where a
     later propagation over the frame recomputes it.
-    ``feature_cache_bytes``, ``record_ram_bytes``: RAM budgets; results beyond the
-    second go to a temporary file in ``spill_dir``.
+    ``feature_cache_bytes``, ``conditioned_cache_bytes``, ``record_ram_bytes``: RAM
+    budgets of the image-feature cache, the memory-conditioned feature cache and the
+    results kept in RAM (results beyond go to a temporary file in ``spill_dir``).
+    Left out, they are sized to the machine (:func:`~napari_sam2.model.budgets.default_budgets`:
+    5 % of its memory together, 256 MiB to 2 GiB); ``session.budgets`` says what they are.
     ``precision``: "auto" runs in bfloat16 autocast on GPUs that support it and float32
     elsewhere; "float32" or "bfloat16" force one.
     """
@@ -112,9 +116,9 @@ class VideoSession:
         remove_area: int = 0,
         contrast_limits: tuple[float, float] | None = None,
         corrections_as_prompts: bool = True,
-        feature_cache_bytes: int = 1 << 30,
-        conditioned_cache_bytes: int = 256 << 20,
-        record_ram_bytes: int = 256 << 20,
+        feature_cache_bytes: int | None = None,
+        conditioned_cache_bytes: int | None = None,
+        record_ram_bytes: int | None = None,
         spill_dir: str | None = None,
         prefetch: bool = True,
         precision: str = "auto",
@@ -137,11 +141,17 @@ class VideoSession:
         self.fill_hole_area = int(fill_hole_area)
         self.remove_area = int(remove_area)
         self.corrections_as_prompts = bool(corrections_as_prompts)
+        defaults = default_budgets()
+        self.budgets = CacheBudgets(
+            features=defaults.features if feature_cache_bytes is None else int(feature_cache_bytes),
+            conditioned=defaults.conditioned if conditioned_cache_bytes is None else int(conditioned_cache_bytes),
+            records=defaults.records if record_ram_bytes is None else int(record_ram_bytes),
+        )
         self._tracks: dict[int, _Track] = {}
-        self._records = RecordStore(record_ram_bytes, spill_dir)
-        self._features: LRUCache[int, ImageFeatures] = LRUCache(feature_cache_bytes, ImageFeatures.nbytes)
+        self._records = RecordStore(self.budgets.records, spill_dir)
+        self._features: LRUCache[int, ImageFeatures] = LRUCache(self.budgets.features, ImageFeatures.nbytes)
         self._conditioned: LRUCache[tuple[int, int], tuple[int, torch.Tensor]] = LRUCache(
-            conditioned_cache_bytes, lambda v: v[1].numel() * v[1].element_size()
+            self.budgets.conditioned, lambda v: v[1].numel() * v[1].element_size()
         )
         self._lock = threading.RLock()
         self._closed = False
