@@ -32,6 +32,9 @@ from .miniature import miniature_model
 
 FACTORY = "tests.miniature:miniature_model"
 MODEL = ModelChoice(factory=FACTORY, torch_threads=1)
+# The miniature model predicts 16x16 masks, where the default hole filling (8 pixels)
+# would swallow the background; these tests check the labels without it.
+OPTIONS = TrackOptions(fill_holes=0)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -64,7 +67,7 @@ def inputs(tmp_path):
 
 def _single_process(folder: Path, name: str, tmp_path: Path) -> np.ndarray:
     out = tmp_path / "single" / f"{name}.tif"
-    track_file(folder / f"{name}.tif", folder / f"{name}.prompts.json", out, model=miniature_model())
+    track_file(folder / f"{name}.tif", folder / f"{name}.prompts.json", out, model=miniature_model(), options=OPTIONS)
     return tifffile.imread(out)
 
 
@@ -75,7 +78,7 @@ def test_run_batch_on_two_worker_processes(cluster, inputs, tmp_path):
     assert [Path(j.input).name for j in jobs] == ["a.tif", "b.tif", "c.tif"]
     seen = []
     with Client(cluster) as client:
-        results = run_batch(jobs, model=MODEL, client=client, on_result=seen.append)
+        results = run_batch(jobs, model=MODEL, client=client, on_result=seen.append, options=OPTIONS)
         assert len(seen) == 3
         assert [r.status for r in results] == ["done", "done", "failed"]
         # what the workers wrote equals a run in this process
@@ -92,7 +95,7 @@ def test_run_batch_on_two_worker_processes(cluster, inputs, tmp_path):
         # function, so the same cached model): each worker process builds it once
         callable_model = ModelChoice(factory=miniature_model, torch_threads=1)
         assert callable_model.key() == MODEL.key()
-        again = run_batch(jobs[:2], model=callable_model, client=client, overwrite=True)
+        again = run_batch(jobs[:2], model=callable_model, client=client, overwrite=True, options=OPTIONS)
         assert all(r.status == "done" for r in again)
         loads: dict[int, int] = {}
         for r in results + again:
@@ -107,7 +110,7 @@ def test_run_batch_on_two_worker_processes(cluster, inputs, tmp_path):
         assert _threads_per_worker(client) == {a: max(1, (os.cpu_count() or 1) // 2) for a in addresses}
 
         # resuming skips finished inputs and retries the failed one
-        resumed = run_batch(jobs, model=MODEL, client=client, skip_existing=True)
+        resumed = run_batch(jobs, model=MODEL, client=client, skip_existing=True, options=OPTIONS)
         assert [r.status for r in resumed] == ["skipped", "skipped", "failed"]
     summary = format_summary(results)
     assert "c.tif" in summary and "is truncated" in summary and "3 inputs: 2 done, 1 failed" in summary
@@ -116,7 +119,7 @@ def test_run_batch_on_two_worker_processes(cluster, inputs, tmp_path):
 def test_batch_command_starts_its_own_local_cluster(inputs, tmp_path, capsys):
     out = tmp_path / "results"
     report = tmp_path / "report.json"
-    argv = ["batch", str(inputs / "*.tif"), "-o", str(out), "--model-factory", FACTORY,
+    argv = ["batch", str(inputs / "*.tif"), "-o", str(out), "--model-factory", FACTORY, "--fill-holes", "0",
             "--workers", "2", "--threads-per-worker", "1", "--report", str(report), "-q"]
     assert main(argv) == 1  # one input failed
     captured = capsys.readouterr()
@@ -135,7 +138,7 @@ def test_batch_command_on_an_existing_scheduler(cluster, inputs, tmp_path, capsy
     (inputs / "c.tif").unlink()
     manifest = tmp_path / "jobs.csv"
     manifest.write_text("input,prompts,output\nin/a.tif,in/a.prompts.json,first.coco.json\nin/b.tif,,\n")
-    argv = ["batch", str(manifest), "-o", str(tmp_path / "res"), "-f", "coco", "--model-factory", FACTORY,
+    argv = ["batch", str(manifest), "-o", str(tmp_path / "res"), "-f", "coco", "--model-factory", FACTORY, "--fill-holes", "0",
             "--threads", "1", "--scheduler", cluster.scheduler_address, "-q"]
     assert main(argv) == 0
     assert "2 inputs: 2 done, 0 failed" in capsys.readouterr().out
