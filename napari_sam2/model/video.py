@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from .checkpoint import autocast_dtype
 from .frames import FrameSource
+from .allocator import FrameTrimmer
 from .budgets import CacheBudgets, default_budgets
 from .postprocess import fill_holes, remove_small_regions
 from .sam2 import HeadOutput, ImageFeatures, Sam2, upsample_masks
@@ -303,9 +304,11 @@ class VideoSession:
         return self._propagate_frames(order, bool(reverse))
 
     def _propagate_frames(self, order: list[int], reverse: bool) -> Iterator[tuple[int, Outputs]]:
+        trimmer = FrameTrimmer()  # freed heap memory back to the system every few frames
         for frame in order:
             with self._lock, self._inference():
                 outputs = self._track_frame(frame, reverse)
+            trimmer.frame_done()
             yield frame, outputs
 
     # ------------------------------------------------------------------ validation
