@@ -101,6 +101,9 @@ def test_the_valid_document_reads_with_and_without_a_shape(tmp_path):
     path.write_text(json.dumps(valid()))
     assert PromptSet.from_json(path, shape=SHAPE).to_dict() == PromptSet.from_json(path).to_dict()
     assert PromptSet.from_json(path, shape=(*SHAPE, 3)).objects[1].prompts[0].mask.sum() == 100
+    data = valid()
+    data["objects"][0]["id"] = MAX_OBJECT_ID  # the largest label value is a valid id
+    assert PromptSet.from_dict(data, SHAPE).objects[0].id == 2**32 - 1
 
 
 def test_masks_without_any_frame_size_must_agree_and_stay_bounded():
