@@ -74,6 +74,8 @@ class JobResult:
     worker: str | None = None
     pid: int | None = None
     loaded_model: bool = False  # this task built its worker's model (the first one there did)
+    model: str | None = None  # the model that ran ("demo" after a fallback from official weights)
+    warnings: tuple[str, ...] = ()  # what the user must know, e.g. that fallback
 
     @property
     def ok(self) -> bool:
@@ -223,8 +225,8 @@ _MODELS_KEPT = 2  # models kept per worker process (prompt files may name differ
 
 
 def _cached_model(choice: ModelChoice) -> tuple[Any, bool]:
-    """This process's model for ``choice`` and whether this call built it."""
-    from .tracking.models import load_model
+    """This process's model for ``choice`` (a ``LoadedModel``) and whether this call built it."""
+    from .tracking.models import LoadedModel
 
     key = choice.key()
     with _MODELS_LOCK:
@@ -232,7 +234,7 @@ def _cached_model(choice: ModelChoice) -> tuple[Any, bool]:
         if model is not None:
             _MODELS.move_to_end(key)
             return model, False
-        model = load_model(choice)
+        model = LoadedModel.load(choice)
         _MODELS[key] = model
         while len(_MODELS) > _MODELS_KEPT:
             _MODELS.popitem(last=False)
@@ -286,22 +288,29 @@ def run_job(
         return JobResult(job, "failed", describe_error(exc), details, time.perf_counter() - began, loaded_model=loaded, **where)
     return JobResult(
         job, "done", seconds=time.perf_counter() - began, frames=report.frames[1] - report.frames[0] + 1,
-        objects=dict(report.object_frames), loaded_model=loaded, **where,
+        objects=dict(report.object_frames), loaded_model=loaded, model=report.model_name,
+        warnings=report.warnings, **where,
     )
 
 
 # ----------------------------------------------------------------------------- client
 def prefetch_models(
-    jobs: Iterable[BatchJob], model: ModelChoice, progress: Callable[[str, int, int], None] | None = None
+    jobs: Iterable[BatchJob], model: ModelChoice, progress: Callable[[str, int, int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Download the official checkpoints the jobs will use, once, before workers start.
 
     Without this every worker process would fetch the same file at the same time. The
     model of each job is the one given, else the one its prompt file names; unreadable
-    prompt files are skipped here (their job reports the error). Returns the names.
+    prompt files are skipped here (their job reports the error). Bundled models need no
+    download. A download that fails where the demo fallback applies is passed to
+    ``warn`` and the batch goes on (its jobs then run the demo model); otherwise it
+    raises. Returns the names fetched or cached.
     """
     from .io.prompts import PromptSet
-    from .model.checkpoint import download_checkpoint, is_cached
+    from .model.bundled import is_bundled
+    from .model.checkpoint import DownloadError, download_checkpoint, is_cached
+    from .tracking.models import demo_fallback, fallback_warning
 
     if model.factory is not None or model.checkpoint != "official":
         return []
@@ -313,10 +322,17 @@ def prefetch_models(
             prompts = None
         names.add(model.resolved(prompts).name)
     fetched = []
-    for name in sorted(n for n in names if n):
+    for name in sorted(n for n in names if n and not is_bundled(n)):
         if not is_cached(name):
             callback = None if progress is None else (lambda done, total: progress("download", done, total))
-            download_checkpoint(name, progress=callback or False)
+            try:
+                download_checkpoint(name, progress=callback or False)
+            except DownloadError as err:
+                if demo_fallback(replace(model, name=name)) is None:
+                    raise
+                if warn is not None:
+                    warn(fallback_warning(name, err))
+                continue
         fetched.append(name)
     return fetched
 
@@ -348,6 +364,7 @@ def run_batch(
     threads_per_worker: int = 1,
     on_result: Callable[[JobResult], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[JobResult]:
     """Run every job as one dask task and return the results in job order.
 
@@ -356,7 +373,9 @@ def run_batch(
     one worker per two CPU cores, one on a GPU; torch gets the cores divided among the
     tasks that run at once). ``model`` is built once per worker process; its ``factory``
     may be a callable (importable by the workers) or a 'module:function' spec.
-    ``on_result`` is called on this side as each job finishes.
+    ``on_result`` is called on this side as each job finishes; ``warn`` receives what the
+    user must know before the jobs start (a failed download that the bundled demo model
+    stands in for: see :func:`prefetch_models`; each job's result lists its own warnings).
     """
     from distributed import Client, LocalCluster, as_completed
 
@@ -372,7 +391,7 @@ def run_batch(
             n_workers = workers or _default_workers(len(jobs), model.device)
             if threads_per_worker < 1 or n_workers < 1:
                 raise UsageError("workers and threads per worker must be at least 1")
-            prefetch_models(jobs, model, progress)
+            prefetch_models(jobs, model, progress, warn)
             cluster = LocalCluster(
                 n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
                 dashboard_address=":0", silence_logs=40,  # any free port: several batches may run

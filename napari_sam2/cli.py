@@ -71,17 +71,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    from .model.bundled import BUNDLED_MODELS, describe_bundled
     from .model.config import MODEL_NAMES
 
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--model", metavar="NAME", choices=MODEL_NAMES,
-        help="official variant: " + ", ".join(MODEL_NAMES) + ". Default: the one the prompt file names, "
+        "--model", metavar="NAME", choices=tuple(MODEL_NAMES) + tuple(BUNDLED_MODELS),
+        help="official variant: " + ", ".join(MODEL_NAMES) + "; or "
+        + ", ".join(describe_bundled(name) for name in BUNDLED_MODELS)
+        + ", which needs no download. Default: the one the prompt file names, "
         "else sam2.1_hiera_base_plus on a GPU and sam2.1_hiera_tiny elsewhere",
     )
     group.add_argument(
         "--checkpoint", metavar="PATH",
         help="a local .pt checkpoint instead of the official download (its variant is read from the weights)",
+    )
+    group.add_argument(
+        "--no-demo-fallback", action="store_true",
+        help="fail when official weights are not cached and cannot be downloaded, instead of running the "
+        "bundled demo model (trained on synthetic data) with a warning",
     )
     group.add_argument(
         "--model-factory", metavar="MODULE:FUNC",
@@ -198,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(batch)
     batch.set_defaults(handler=_batch)
 
-    models = commands.add_parser("models", help="list the official models and which are downloaded",
-                                 description="List the official SAM 2 models, their download size and whether they are cached.")
+    models = commands.add_parser("models", help="list the official models and which are downloaded, and the bundled ones",
+                                 description="List the official SAM 2 models, their download size and whether they are cached, "
+                                 "and the models bundled with napari-sam2.")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(models)
     models.set_defaults(handler=_models)
@@ -223,8 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- commands
 def _model_choice(args: argparse.Namespace) -> ModelChoice:
+    from .model.bundled import is_bundled
+
     if args.model_factory and (args.model or args.checkpoint):
         raise UsageError("--model-factory builds the model itself; do not combine it with --model or --checkpoint")
+    if is_bundled(args.model) and args.checkpoint:
+        raise UsageError(
+            f"--model {args.model} is the bundled model with its own weights; do not combine it with --checkpoint "
+            "(a fine-tune of it loads with --checkpoint alone)"
+        )
     return ModelChoice(
         name=args.model,
         checkpoint=args.checkpoint or "official",
@@ -233,6 +249,7 @@ def _model_choice(args: argparse.Namespace) -> ModelChoice:
         image_size=args.image_size,
         torch_threads=args.threads,
         quantize="int8" if args.int8 else None,
+        fallback_to_demo=not args.no_demo_fallback,
     )
 
 
@@ -272,6 +289,7 @@ def _track(args: argparse.Namespace, console: Console) -> int:
     report = track_file(
         args.input, prompts, args.output, format=fmt, model=_model_choice(args),
         options=_track_options(args), overwrite=args.overwrite, progress=console.progress, notify=console.note,
+        warn=console.warning,
     )
     console.close()
     first, last = report.frames
@@ -296,10 +314,18 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
     console.note(f"{len(jobs)} inputs on {where}")
     console.progress("batch", 0, len(jobs))
     done = 0
+    warned: set[str] = set()
+
+    def warn(message: str) -> None:  # once per message, however many inputs it concerns
+        if message not in warned:
+            warned.add(message)
+            console.warning(message)
 
     def on_result(result: Any) -> None:
         nonlocal done
         done += 1
+        for message in result.warnings:
+            warn(message)
         if not result.ok:
             console.note(f"failed: {result.job.input}: {result.error}")
             if args.debug and result.details:
@@ -311,7 +337,7 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
         jobs, model=_model_choice(args), options=_track_options(args), format=args.format,
         overwrite=args.overwrite, skip_existing=args.skip_existing, scheduler=args.scheduler,
         workers=args.workers, threads_per_worker=args.threads_per_worker, on_result=on_result,
-        progress=console.progress,
+        progress=console.progress, warn=warn,
     )
     console.close()
     print(format_summary(results))
@@ -326,7 +352,8 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
 
 
 def _models(args: argparse.Namespace, console: Console) -> int:
-    from .model.checkpoint import CACHE_ENV, OFFICIAL_CHECKPOINTS, cache_dir, checkpoint_path, is_cached
+    from .model.bundled import BUNDLED_MODELS, bundled_path
+    from .model.checkpoint import CACHE_ENV, OFFICIAL_CHECKPOINTS, CheckpointError, cache_dir, checkpoint_path, is_cached
 
     rows = [
         {
@@ -334,9 +361,17 @@ def _models(args: argparse.Namespace, console: Console) -> int:
             "size": entry.size,
             "cached": is_cached(name),
             "path": str(checkpoint_path(name)),
+            "bundled": False,
         }
         for name, entry in OFFICIAL_CHECKPOINTS.items()
     ]
+    for name in BUNDLED_MODELS:
+        try:
+            path = bundled_path(name)
+        except CheckpointError:  # an installation without it
+            rows.append({"name": name, "size": None, "cached": False, "path": None, "bundled": True})
+        else:
+            rows.append({"name": name, "size": path.stat().st_size, "cached": True, "path": str(path), "bundled": True})
     if args.json:
         print(json.dumps({"cache": str(cache_dir()), "models": rows}, indent=1))
         return 0
@@ -345,8 +380,13 @@ def _models(args: argparse.Namespace, console: Console) -> int:
     print(f"{'model'.ljust(width)}  {'download':>9}  cached")
     for r in rows:
         size = f"{r['size'] / 1e6:.0f} MB" if r["size"] else "?"
-        print(f"{r['name'].ljust(width)}  {size:>9}  {'yes' if r['cached'] else 'no'}")
-    print("default: sam2.1_hiera_tiny on CPU, sam2.1_hiera_base_plus on a GPU (or the one a prompt file names)")
+        if r["bundled"]:
+            state = "bundled (trained on synthetic data)" if r["cached"] else "bundled, missing from this installation"
+            print(f"{r['name'].ljust(width)}  {'-':>9}  {state}")
+        else:
+            print(f"{r['name'].ljust(width)}  {size:>9}  {'yes' if r['cached'] else 'no'}")
+    print("default: sam2.1_hiera_tiny on CPU, sam2.1_hiera_base_plus on a GPU (or the one a prompt file names); "
+          "when it cannot be downloaded, the bundled demo model runs instead, with a warning")
     return 0
 
 
@@ -356,6 +396,11 @@ def _download(args: argparse.Namespace, console: Console) -> int:
     names = list(OFFICIAL_CHECKPOINTS) if args.all else list(dict.fromkeys(args.names))
     if not names:
         raise UsageError("name at least one model (see 'napari-sam2 models'), or pass --all")
+    from .model.bundled import is_bundled
+
+    bundled = [n for n in names if is_bundled(n)]
+    if bundled:
+        raise UsageError(f"{bundled[0]} is bundled with napari-sam2: there is nothing to download")
     unknown = [n for n in names if n not in OFFICIAL_CHECKPOINTS]
     if unknown:
         raise UsageError(f"unknown model {unknown[0]!r}; known models: {', '.join(OFFICIAL_CHECKPOINTS)}")

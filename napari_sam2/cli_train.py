@@ -190,8 +190,12 @@ def _model_names() -> tuple[str, ...]:
 
 
 def _load(choice: Any, console: Console) -> Any:
+    from dataclasses import replace
+
     from .tracking.models import LoadedModel
 
+    # fine-tuning or scoring another model than the one named would mislead: no demo fallback
+    choice = replace(choice, fallback_to_demo=False)
     loaded = LoadedModel.load(choice, progress=(lambda done, total: console.progress("download", done, total)))
     console.close()
     if loaded.note:

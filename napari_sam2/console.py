@@ -9,7 +9,7 @@ __all__ = ["Console"]
 
 
 class Console:
-    """Notes, errors and tqdm progress bars on stderr; ``quiet`` keeps only errors."""
+    """Notes, warnings, errors and tqdm progress bars on stderr; ``quiet`` keeps only warnings and errors."""
 
     _LABELS = {"download": "downloading model", "prompts": "prompts", "track": "tracking", "export": "exporting", "batch": "inputs"}
     _UNITS = {"download": "B", "prompts": "prompt", "track": "frame", "export": "frame", "batch": "input"}
@@ -23,6 +23,11 @@ class Console:
         if not self.quiet:
             self._clear()
             print(f"napari-sam2: {message}", file=self.stream, flush=True)
+
+    def warning(self, message: str) -> None:
+        """Something the user must know even with ``quiet`` (e.g. another model ran)."""
+        self._clear()
+        print(f"warning: {message}", file=self.stream, flush=True)
 
     def error(self, message: str) -> None:
         self.close()

@@ -55,3 +55,34 @@ def miniature_model(image_size: int = 64, seed: int = 0):
     with torch.no_grad():
         bias.add_(8.0)
     return model
+
+
+def install_as_demo(folder, monkeypatch, seed: int = 0):
+    """Make the miniature model this session's bundled ``demo`` model (fast stand-in)."""
+    from pathlib import Path
+
+    from napari_sam2.model import bundled
+    from napari_sam2.model.saved import save_checkpoint
+
+    path = save_checkpoint(miniature_model(seed=seed), Path(folder) / "demo.pt", overwrite=True)
+    monkeypatch.setattr(bundled, "_WEIGHTS", Path(folder))
+    return path
+
+
+def go_offline(cache, monkeypatch) -> list:
+    """No official checkpoint is cached, and every download fails as without a network.
+
+    Returns the list of model names whose download was tried.
+    """
+    from napari_sam2.model import checkpoint
+
+    monkeypatch.setenv(checkpoint.CACHE_ENV, str(cache))
+    tried: list = []
+
+    def no_network(name, progress=True):
+        tried.append(name)
+        reason = f"https://huggingface.co/facebook/x/resolve/main/{name}.pt: ConnectionError: no network"
+        raise checkpoint.DownloadError(f"could not download the {name} checkpoint.\n{reason}", name, (reason,))
+
+    monkeypatch.setattr(checkpoint, "download_checkpoint", no_network)
+    return tried

@@ -302,10 +302,12 @@ class PromptSet:
     def validate(self) -> None:
         """Check every field; raises :class:`PromptError` naming the offending object and frame."""
         if self.model is not None:
+            from ..model.bundled import BUNDLED_MODELS
             from ..model.config import MODEL_NAMES
 
-            if self.model not in MODEL_NAMES:
-                raise PromptError(f"unknown model {self.model!r}; known models: {', '.join(MODEL_NAMES)}")
+            known = tuple(MODEL_NAMES) + tuple(BUNDLED_MODELS)
+            if self.model not in known:
+                raise PromptError(f"unknown model {self.model!r}; known models: {', '.join(known)}")
         if self.image_size is not None and (
             not _is_int(self.image_size) or not 0 < self.image_size <= 16384 or self.image_size % 32
         ):

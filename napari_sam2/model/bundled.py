@@ -3,14 +3,13 @@
 Today there is one: ``demo``, a reduced SAM 2 that this project trains from scratch on
 its own synthetic data (``python -m napari_sam2.training.demo`` rebuilds it). Its file
 records its architecture (see :mod:`.saved`), so nothing about it is hard-coded here
-beyond its name and where the file lies.
+beyond its name and where the file lies. Importing this module does not import torch
+(prompt files check model names against it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from .checkpoint import CheckpointError
 
 __all__ = ["DEMO_MODEL", "BUNDLED_MODELS", "bundled_path", "is_bundled", "describe_bundled"]
 
@@ -28,6 +27,8 @@ def is_bundled(name: object) -> bool:
 
 def bundled_path(name: str) -> Path:
     """The file of a bundled model; a clear error if the installation lacks it."""
+    from .checkpoint import CheckpointError  # imports torch: only when a file is wanted
+
     if name not in _FILES:
         raise CheckpointError(f"{name!r} is not a bundled model; bundled: {', '.join(BUNDLED_MODELS)}")
     path = _WEIGHTS / _FILES[name]

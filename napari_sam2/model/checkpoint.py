@@ -18,6 +18,7 @@ import torch
 
 __all__ = [
     "CheckpointError",
+    "DownloadError",
     "OfficialCheckpoint",
     "OFFICIAL_CHECKPOINTS",
     "cache_dir",
@@ -35,6 +36,26 @@ CACHE_ENV = "NAPARI_SAM2_CACHE"
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be found, fetched, read or does not fit the model."""
+
+
+class DownloadError(CheckpointError):
+    """An official checkpoint could not be fetched (no network, every mirror failed).
+
+    ``name`` is the model; ``reasons`` holds one line per mirror tried.
+    """
+
+    def __init__(self, message: str, name: str = "", reasons: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.name, self.reasons = name, tuple(reasons)
+
+    def __reduce__(self) -> tuple:  # keeps name and reasons across processes (batch workers)
+        return (type(self), (str(self), self.name, self.reasons))
+
+    @property
+    def summary(self) -> str:
+        """The cause in a few words, for a one-line warning."""
+        text = self.reasons[0].split(": ", 1)[-1] if self.reasons else str(self).splitlines()[0]
+        return text if len(text) <= 100 else text[:97] + "..."
 
 
 @dataclass(frozen=True)
@@ -183,13 +204,15 @@ def download_checkpoint(
                 errors.append(f"{url}: {exc}")
             else:  # network errors come in many types (requests, OS)
                 errors.append(f"{url}: {type(exc).__name__}: {exc}")
-    raise CheckpointError(
+    raise DownloadError(
         f"could not download the {name} checkpoint.\n"
         + "\n".join(errors)
         + f"\nWithout a network, download {entry.filename} on another machine from\n  "
         + "\n  ".join(entry.urls)
         + f"\nand copy it to {target} (or point ${CACHE_ENV} at the folder holding it), "
-        "or choose the file directly as a local checkpoint."
+        "or choose the file directly as a local checkpoint.",
+        name,
+        tuple(errors),
     )
 
 

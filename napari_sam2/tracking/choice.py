@@ -26,7 +26,7 @@ DEFAULT_IMAGE_SIZES = (1024, 768, 512, 256)
 class ModelChoice:
     """Which model to run; picklable, so batch workers can build it themselves.
 
-    ``name``: an official variant; ``None`` takes the one recorded in the prompt file,
+    ``name``: an official variant or a bundled model (``"demo"``); ``None`` takes the one recorded in the prompt file,
     else :func:`default_model_name` (for a local file: the file's own variant).
     ``checkpoint``: ``"official"`` (cached, downloaded on first use), a ``.pt`` path
     (its variant is read from the weights), or ``None`` for untrained weights.
@@ -36,6 +36,9 @@ class ModelChoice:
     ``image_size``: ``None`` takes the prompt file's, else the model's own (1024).
     ``torch_threads``: CPU threads for torch (``None`` leaves torch's default).
     ``quantize``: ``"int8"`` for the approximate, faster CPU mode (see the README).
+    ``fallback_to_demo``: when official weights are neither cached nor downloadable,
+    :meth:`.models.LoadedModel.load` builds the bundled ``demo`` model instead and says
+    so (never for a local file, a factory or a cancelled download).
     """
 
     name: str | None = None
@@ -45,6 +48,7 @@ class ModelChoice:
     image_size: int | None = None
     torch_threads: int | None = None
     quantize: str | None = None
+    fallback_to_demo: bool = True
 
     def resolved(self, prompts: "PromptSet | None" = None) -> "ModelChoice":
         """Fill the unset name and input size from the prompt file and the device."""
@@ -62,12 +66,17 @@ class ModelChoice:
         if callable(factory):
             qualname = getattr(factory, "__qualname__", "")
             factory = f"{getattr(factory, '__module__', '')}:{qualname}" if "<" not in qualname else f"id:{id(factory)}"
-        return (self.name, self.checkpoint, factory, self.device, self.image_size, self.quantize)
+        return (self.name, self.checkpoint, factory, self.device, self.image_size, self.quantize, self.fallback_to_demo)
 
     def describe(self) -> str:
         if self.factory is not None:
             what = self.factory if isinstance(self.factory, str) else getattr(self.factory, "__qualname__", "factory")
             return f"model from {what}"
+        if self.checkpoint == OFFICIAL and self.name is not None:
+            from ..model.bundled import describe_bundled, is_bundled
+
+            if is_bundled(self.name):  # its own file, shipped with the package
+                return describe_bundled(self.name)
         weights = (
             "official weights" if self.checkpoint == OFFICIAL
             else "untrained weights" if self.checkpoint is None

@@ -7,15 +7,21 @@ wrong, without naming a command-line flag or a widget control.
 The rule for a local file: its variant is read from the weights. When a variant is
 also named and the file holds another one, loading is refused
 (:class:`VariantMismatch`), never silently switched to the file's variant.
+
+The rule for official weights that cannot be had (not cached, download failed):
+:meth:`LoadedModel.load` falls back to the bundled ``demo`` model and records both
+what was asked and what was built, with a warning to show (see :func:`demo_fallback`).
+A local file that is missing or broken, a factory and a cancelled download never fall
+back. :func:`load_model` itself never falls back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..model.checkpoint import CheckpointError
+from ..model.checkpoint import CheckpointError, DownloadError
 from .choice import OFFICIAL, ModelChoice
 from .errors import SetupError, UsageError
 
@@ -25,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "LoadedModel",
     "VariantMismatch",
+    "demo_fallback",
+    "fallback_warning",
     "load_model",
     "resolve_device",
     "resolve_factory",
@@ -46,16 +54,48 @@ class VariantMismatch(CheckpointError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A built model and the choice it was built from (what the widget keeps)."""
+    """A built model, the choice it was built from and the one asked for (what the widget keeps).
+
+    ``choice`` is what really runs (exports and prompt files name it); ``requested`` is
+    what was asked for, which differs only after a fallback to the bundled demo model,
+    when ``warning`` says why.
+    """
 
     model: Any
     choice: ModelChoice
     note: str = ""  # something the user should know, e.g. "untrained weights"
+    requested: ModelChoice | None = None  # None: the same as ``choice``
+    warning: str = ""  # something the user must see, e.g. the fallback to the demo model
+
+    def __post_init__(self) -> None:
+        if self.requested is None:
+            object.__setattr__(self, "requested", self.choice)
+
+    @property
+    def fell_back(self) -> bool:
+        """Whether another model than the one asked for was built (the demo fallback)."""
+        return self.requested != self.choice
 
     @classmethod
     def load(cls, choice: ModelChoice, progress: DownloadProgress | None = None) -> "LoadedModel":
-        """:func:`load_model`, keeping the choice and a note for untrained weights."""
-        model = load_model(choice, progress)
+        """:func:`load_model`, keeping the choice and a note for untrained weights.
+
+        When official weights cannot be downloaded and ``choice.fallback_to_demo`` allows
+        it, the bundled demo model is built instead (:func:`demo_fallback`); the result
+        then records the demo choice, the one requested and a warning. Any other error,
+        and a cancel raised by ``progress``, propagates unchanged.
+        """
+        try:
+            model = load_model(choice, progress)
+        except DownloadError as err:
+            fallback = demo_fallback(choice)
+            if fallback is None:
+                raise
+            try:
+                model = load_model(fallback)
+            except Exception:
+                raise err from None  # the download is the problem to report
+            return cls(model, fallback, requested=choice, warning=fallback_warning(choice.name or "", err))
         note = "untrained weights: for testing only" if choice.checkpoint is None and choice.factory is None else ""
         return cls(model, choice, note)
 
@@ -64,6 +104,43 @@ class LoadedModel:
         size = self.choice.image_size or getattr(self.model, "image_size", 1024)
         name = self.choice.name or self.choice.describe()
         return f"{name} on {self.model.device.type}, {size} px"
+
+
+def demo_fallback(choice: ModelChoice) -> ModelChoice | None:
+    """The bundled demo model to build when ``choice``'s official weights cannot be downloaded.
+
+    ``None`` when no fallback applies: ``choice.fallback_to_demo`` is off, the choice is
+    not an official model's official weights (a local file, a factory, untrained
+    weights, a bundled model), or this installation lacks the demo model. The demo runs
+    at its own input size (a size chosen for the official model would not fit it), on
+    the same device, with the same threads and quantization.
+    """
+    from ..model.bundled import DEMO_MODEL, bundled_path, is_bundled
+    from ..model.config import MODEL_NAMES
+
+    if not choice.fallback_to_demo or choice.factory is not None or choice.checkpoint != OFFICIAL:
+        return None
+    if choice.name not in MODEL_NAMES or is_bundled(choice.name):
+        return None
+    try:
+        bundled_path(DEMO_MODEL)
+    except CheckpointError:
+        return None
+    return replace(choice, name=DEMO_MODEL, image_size=None)
+
+
+def fallback_warning(name: str, error: BaseException | None = None) -> str:
+    """What to tell the user when ``name``'s weights could not be downloaded and the demo runs instead."""
+    from ..model.checkpoint import OFFICIAL_CHECKPOINTS, cache_dir
+
+    why = error.summary if isinstance(error, DownloadError) else (str(error).splitlines()[0] if error else "")
+    entry = OFFICIAL_CHECKPOINTS.get(name)
+    where = f": {entry.filename} in {cache_dir()}" if entry is not None else ""
+    return (
+        f"could not download {name}" + (f" ({why})" if why else "")
+        + "; using the bundled demo model instead (trained on synthetic data; "
+        f"for real data install the official weights{where})"
+    )
 
 
 def available_devices() -> list[str]:
@@ -134,7 +211,8 @@ def load_model(choice: ModelChoice, progress: DownloadProgress | None = None) ->
     Call :meth:`ModelChoice.resolved` first when the name may be unset. ``progress``
     receives download bytes. Raises ``UsageError`` for an impossible request,
     ``CheckpointError`` for a file that does not fit (``VariantMismatch`` for one of
-    another variant than the one named).
+    another variant than the one named, ``DownloadError`` when official weights cannot
+    be fetched: this function never falls back, :meth:`LoadedModel.load` does).
     """
     if choice.quantize not in (None, "int8"):
         raise UsageError(f"unknown quantization {choice.quantize!r}; the only one is int8", option="quantize")

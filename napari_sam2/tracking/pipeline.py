@@ -33,6 +33,7 @@ from .stores import FrameWriter, LabelStore
 if TYPE_CHECKING:  # pragma: no cover
     from ..io.prompts import PromptSet
     from ..model.sam2 import Sam2
+    from .models import LoadedModel
 
 __all__ = ["read_prompt_file", "GuardedFrames", "TrackStats", "track_frames", "TrackOptions", "TrackReport", "track_file"]
 
@@ -185,6 +186,8 @@ class TrackReport:
     selection: str
     model: str
     seconds: float
+    model_name: str | None = None  # the model that really ran ("demo" after a fallback)
+    warnings: tuple[str, ...] = ()  # what the user was warned about (e.g. the demo fallback)
 
 
 def track_file(
@@ -193,27 +196,38 @@ def track_file(
     output: str | os.PathLike,
     *,
     format: str | None = None,
-    model: "Sam2 | ModelChoice | None" = None,
+    model: "Sam2 | LoadedModel | ModelChoice | None" = None,
     options: TrackOptions = TrackOptions(),
     overwrite: bool = False,
     progress: Progress | None = None,
     notify: Callable[[str], None] | None = None,
-    loader: Callable[[ModelChoice], "Sam2"] | None = None,
+    loader: "Callable[[ModelChoice], Sam2 | LoadedModel] | None" = None,
+    warn: Callable[[str], None] | None = None,
 ) -> TrackReport:
     """Track the objects of a prompt file through a stack and export the labels.
 
     Everything that can be checked cheaply (format, output, input, prompts, frame
-    range) is checked before the model is loaded. ``model`` is a built model or a
-    :class:`ModelChoice` (default: ``ModelChoice()``), which is completed from the
-    prompt file and built with ``loader`` (default :func:`.models.load_model`; batch workers
-    pass a per-process cache). ``notify`` receives one-line notes for the user.
+    range) is checked before the model is loaded. ``model`` is a built model (or a
+    :class:`~.models.LoadedModel`) or a :class:`ModelChoice` (default: ``ModelChoice()``),
+    which is completed from the prompt file and built with ``loader`` (default
+    :meth:`.models.LoadedModel.load`, which falls back to the bundled demo model when
+    official weights cannot be downloaded; batch workers pass a per-process cache).
+    ``notify`` receives one-line notes for the user, ``warn`` (default: ``notify``)
+    what the user must see, such as that fallback.
     """
     from ..io.readers import check_readable, open_stack
     from ..model.sam2 import Sam2
     from ..model.video import VideoSession
+    from .models import LoadedModel
 
     began = time.perf_counter()
     say = notify or (lambda message: None)
+    warned: list[str] = []
+
+    def alert(message: str) -> None:
+        warned.append(message)
+        (warn or say)(message)
+
     fmt = resolve_format(format, output)
     output = check_destination(output, fmt, overwrite)
     input = Path(input).expanduser()
@@ -226,13 +240,23 @@ def track_file(
         prompt_set = read_prompt_file(prompts, selection.shape)
         first, last = resolve_range(options.frames, selection.shape[0])
         if isinstance(model, Sam2):
-            net, description = model, f"{model.config.name} (given)"
+            net, description, used = model, f"{model.config.name} (given)", model.config.name
+        elif isinstance(model, LoadedModel):
+            net, description, used = model.model, model.choice.describe(), model.choice.name
+            if model.warning:
+                alert(model.warning)
         else:
             choice = (model or ModelChoice()).resolved(prompt_set)
             if prompt_set.model and choice.name and choice.factory is None and choice.name != prompt_set.model:
                 say(f"the prompts were made with {prompt_set.model}; tracking with {choice.name}")
-            net = (loader or (lambda c: _load(c, progress)))(choice)
-            description = choice.describe()
+            built = (loader or (lambda c: _load(c, progress)))(choice)
+            if isinstance(built, LoadedModel):
+                if built.warning:
+                    alert(built.warning)
+                net, choice = built.model, built.choice
+            else:
+                net = built
+            description, used = choice.describe(), choice.name or getattr(getattr(net, "config", None), "name", None)
         description += f" on {net.device.type} at {net.image_size} px"
         say(f"tracking {selection.description}, frames {first}-{last}, with {description}")
         limits = options.contrast_limits or prompt_set.contrast_limits
@@ -272,11 +296,13 @@ def track_file(
         selection=selection.description,
         model=description,
         seconds=time.perf_counter() - began,
+        model_name=used,
+        warnings=tuple(warned),
     )
 
 
-def _load(choice: ModelChoice, progress: Progress | None) -> "Sam2":
-    from .models import load_model
+def _load(choice: ModelChoice, progress: Progress | None) -> "LoadedModel":
+    from .models import LoadedModel
 
     callback = None if progress is None else (lambda done, total: progress("download", done, total))
-    return load_model(choice, callback)
+    return LoadedModel.load(choice, callback)
