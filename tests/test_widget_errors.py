@@ -105,9 +105,12 @@ def test_local_checkpoint_of_another_variant_is_refused(make_napari_viewer, qtbo
 def test_no_network_for_the_download(make_napari_viewer, qtbot, notes, clip, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from napari_sam2.model import checkpoint
+    from napari_sam2.model import bundled, checkpoint
 
     monkeypatch.setenv("NAPARI_SAM2_CACHE", str(tmp_path / "cache"))
+    # without the bundled demo model there is nothing to fall back on: the error stays
+    # (the fallback itself: test_widget_model.py)
+    monkeypatch.setattr(bundled, "_WEIGHTS", tmp_path / "nothing-bundled")
     entry = checkpoint.OFFICIAL_CHECKPOINTS["sam2.1_hiera_tiny"]
     offline = dict(checkpoint.OFFICIAL_CHECKPOINTS)
     offline["sam2.1_hiera_tiny"] = replace(entry, urls=("http://127.0.0.1:9/sam2.1_hiera_tiny.pt",))

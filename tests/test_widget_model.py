@@ -74,3 +74,104 @@ def test_first_click_downloads_with_progress_then_segments(make_napari_viewer, q
     # changing a setting unloads; the next action loads again (from the cache this time)
     widget.set_image_size(256)
     assert widget.loaded is None and "settings changed" in widget.model_status.text()
+
+
+# ----------------------------------------------------------------------------- the bundled demo model
+DEMO = "demo (bundled, trained on synthetic data)"
+
+
+def _widget_with_image(make_napari_viewer, qtbot, seed=8):
+    clip = cells_timelapse(num_frames=3, size=96, seed=seed)
+    viewer = new_viewer(make_napari_viewer, qtbot)
+    viewer.add_image(clip.image)
+    viewer.dims.set_current_step(0, 0)
+    widget = open_widget(viewer)
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    return viewer, widget, clip
+
+
+def test_demo_entry_loads_the_bundled_file_without_a_download(make_napari_viewer, qtbot, notes, tmp_path, monkeypatch):
+    from miniature import go_offline, install_as_demo
+
+    install_as_demo(tmp_path / "bundled", monkeypatch)
+    tried = go_offline(tmp_path / "cache", monkeypatch)
+    viewer, widget, clip = _widget_with_image(make_napari_viewer, qtbot)
+    widget.model_combo.setCurrentText(DEMO)
+    assert widget.model_combo.currentText() == DEMO and widget.model_combo.currentData() == "demo"
+    t = widget.controller.target
+    click(viewer, qtbot, t.points, clip.centers[1][0])
+    ready(widget, qtbot)
+    status = widget.model_status.text()
+    assert tried == [] and status.startswith("loaded: demo on cpu") and "could not" not in status
+    assert not any("Downloading" in m for m in notes.messages("info"))
+    assert not any("demo" in m for m in notes.messages("warning"))
+    assert widget.loaded.choice.name == "demo" and not widget.loaded.fell_back
+    assert (np.asarray(t.labels.data[0]) == 1).any()
+
+
+def test_no_network_falls_back_to_the_demo_model(make_napari_viewer, qtbot, notes, tmp_path, monkeypatch):
+    from miniature import go_offline, install_as_demo
+
+    from napari_sam2.io.prompts import PromptSet
+
+    install_as_demo(tmp_path / "bundled", monkeypatch)
+    tried = go_offline(tmp_path / "cache", monkeypatch)
+    viewer, widget, clip = _widget_with_image(make_napari_viewer, qtbot)
+    widget.model_combo.setCurrentText("sam2.1_hiera_tiny")
+    widget.weights_combo.setCurrentText("Official (download)")
+    t = widget.controller.target
+    click(viewer, qtbot, t.points, clip.centers[1][0])
+    ready(widget, qtbot)
+    assert tried == ["sam2.1_hiera_tiny"]
+    status = widget.model_status.text()
+    assert status.startswith("loaded: demo on cpu"), status
+    assert "sam2.1_hiera_tiny could not be downloaded" in status and "bundled demo model (trained on synthetic data)" in status
+    warnings = notes.messages("warning")
+    assert any("Could not download sam2.1_hiera_tiny" in m and "using the bundled demo model instead" in m for m in warnings), warnings
+    assert not notes.messages("error")
+    assert widget.loaded.choice.name == "demo" and widget.loaded.requested.name == "sam2.1_hiera_tiny"
+    assert (np.asarray(t.labels.data[0]) == 1).any(), "the click that started the load is used"
+    # the settings still say what was asked for, so the model stays loaded; saved prompts name the model that ran
+    assert widget.model_combo.currentText() == "sam2.1_hiera_tiny"
+    widget._model_settings_changed()
+    assert widget.loaded is not None
+    saved = PromptSet.from_json(widget.save_prompts(str(tmp_path / "prompts.json")))
+    assert saved.model == "demo" and saved.image_size == 64
+
+
+def test_a_cancelled_download_does_not_fall_back(make_napari_viewer, qtbot, notes, tmp_path, monkeypatch):
+    import time
+
+    from miniature import install_as_demo
+
+    from napari_sam2.model import checkpoint
+
+    install_as_demo(tmp_path / "bundled", monkeypatch)
+    monkeypatch.setenv("NAPARI_SAM2_CACHE", str(tmp_path / "cache"))
+    viewer, widget, clip = _widget_with_image(make_napari_viewer, qtbot)
+    widget.model_combo.setCurrentText("sam2.1_hiera_tiny")
+    widget.weights_combo.setCurrentText("Official (download)")
+    started = threading.Event()
+
+    def slow_download(name, progress=True):  # reports until the user cancels (the callback raises)
+        started.set()
+        for _ in range(100_000):
+            progress(0, 0)  # size not known yet: no progress bar, only the cancel check
+            time.sleep(0.01)
+        raise AssertionError("never cancelled")
+
+    def fails_as_cancelled(name, progress=True):  # the network fails just as the user cancels
+        started.set()
+        widget._cancel.wait(30)
+        raise checkpoint.DownloadError(f"could not download the {name} checkpoint", name, ("x: OSError: gone",))
+
+    for fake in (slow_download, fails_as_cancelled):
+        started.clear()
+        monkeypatch.setattr(checkpoint, "download_checkpoint", fake)
+        widget.load_model()
+        qtbot.waitUntil(started.is_set, timeout=10_000)
+        widget.cancel()
+        ready(widget, qtbot)
+        assert widget.loaded is None and widget.controller.model is None, fake.__name__
+        assert widget.model_status.text().startswith("loading cancelled"), fake.__name__
+    assert not any("demo" in m for m in notes.messages()), notes.items

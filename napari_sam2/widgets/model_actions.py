@@ -18,7 +18,18 @@ from .jobs import JobOutcome, load_job
 from .notes import notify
 from .panel import FROM_FILE, LOCAL_WEIGHTS, OFFICIAL_WEIGHTS
 
-__all__ = ["ModelActions", "model_error_message"]
+__all__ = ["ModelActions", "loaded_status", "model_error_message"]
+
+
+def loaded_status(loaded: LoadedModel) -> str:
+    """The Model section's status line for a loaded model (says so when the demo stands in)."""
+    text = f"loaded: {loaded.description}"
+    if loaded.fell_back and loaded.requested is not None:
+        text += (
+            f". {loaded.requested.name} could not be downloaded, so the bundled demo model "
+            "(trained on synthetic data) is used instead; Load model tries again"
+        )
+    return text
 
 
 def model_error_message(error: BaseException) -> str:
@@ -52,7 +63,7 @@ class ModelActions:
                 self.model_combo.blockSignals(True)
                 self.model_combo.setCurrentText(guess)
                 self.model_combo.blockSignals(False)
-        same = self.loaded is not None and self.model_choice() == self.loaded.choice
+        same = self.loaded is not None and self.model_choice() == self.loaded.requested
         self.scheduler.settings_edited(same, loaded=self.loaded is not None)
         if same:
             return
@@ -90,15 +101,16 @@ class ModelActions:
         """Use an already built model (e.g. one shared between viewers)."""
         for combo in (self.model_combo, self.size_combo):
             combo.blockSignals(True)
-        self.model_combo.setCurrentIndex(max(self.model_combo.findData(loaded.choice.name), 0))
-        self.set_image_size(loaded.choice.image_size or 1024)
+        asked = loaded.requested or loaded.choice  # the settings stay what was asked for
+        self.model_combo.setCurrentIndex(max(self.model_combo.findData(asked.name), 0))
+        self.set_image_size(asked.image_size or 1024)
         for combo in (self.model_combo, self.size_combo):
             combo.blockSignals(False)
         self.loaded = loaded
         self.scheduler.settings_edited(True, loaded=True)
         self.scheduler.load_ended(ok=True)
         self.controller.set_model(loaded.model)
-        self.model_status.setText(f"loaded: {loaded.description}")
+        self.model_status.setText(loaded_status(loaded))
         self.request_sync()
 
     def load_model(self) -> None:
@@ -116,7 +128,9 @@ class ModelActions:
             self.scheduler.load_ended(ok=False)
             notify("error", f"Official weights need a model: choose one in the Model list ('{FROM_FILE}' is for local files).")
             return
-        if choice.checkpoint == OFFICIAL:
+        from napari_sam2.model.bundled import is_bundled
+
+        if choice.checkpoint == OFFICIAL and not is_bundled(choice.name):
             from napari_sam2.model.checkpoint import checkpoint_path, is_cached
 
             if not is_cached(choice.name):
@@ -164,6 +178,8 @@ class ModelActions:
         loaded: LoadedModel = outcome.value
         if loaded.note:
             notify("info", loaded.note)
+        if loaded.warning:
+            notify("warning", loaded.warning[:1].upper() + loaded.warning[1:] + ".")
         self.loaded = loaded
         self.controller.set_model(loaded.model)
-        self.model_status.setText(f"loaded: {loaded.description}")
+        self.model_status.setText(loaded_status(loaded))

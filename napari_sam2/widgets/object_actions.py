@@ -105,9 +105,17 @@ class ObjectActions:
             path, _ = QFileDialog.getSaveFileName(self, "Save prompts", "prompts.json", "Prompts (*.json)")
             if not path:
                 return None
+        # the model that really ran (the bundled demo after a failed download), at its real size
         choice = self.loaded.choice if self.loaded is not None else self.model_choice()
+        size = choice.image_size
+        if size is None and self.loaded is not None:
+            size = getattr(self.loaded.model, "image_size", None)
+        if size is None:
+            from napari_sam2.model.bundled import is_bundled
+
+            size = None if is_bundled(choice.name) else 1024  # a bundled model's own size is in its file
         try:
-            prompt_set = export_prompts(self.controller, choice.name, choice.image_size or 1024)
+            prompt_set = export_prompts(self.controller, choice.name, size)
             written = prompt_set.to_json(path, overwrite=True)
         except (ValueError, OSError) as exc:
             notify("error", f"Could not save the prompts: {exc}")

@@ -67,13 +67,18 @@ class Sam2Panel(QWidget):
         model_box = QGroupBox("Model")
         form = QFormLayout(model_box)
         from napari_sam2.model import MODEL_NAMES
+        from napari_sam2.model.bundled import BUNDLED_MODELS, describe_bundled
 
         self.model_combo = QComboBox()
         for name in MODEL_NAMES:
             self.model_combo.addItem(name, name)
+        for name in BUNDLED_MODELS:
+            self.model_combo.addItem(describe_bundled(name), name)
         self.model_combo.addItem(FROM_FILE, None)
         self.model_combo.setToolTip(
             "SAM 2.1 models are more accurate than SAM 2. Larger is better but slower.\n"
+            "demo: a small model shipped with the plugin (no download), trained on synthetic data only; "
+            "it is also used when official weights cannot be downloaded.\n"
             f"'{FROM_FILE}': the architecture a local checkpoint records (e.g. a fine-tuned or reduced model)."
         )
         self.weights_combo = QComboBox()
