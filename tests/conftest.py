@@ -9,6 +9,13 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+# The GUI tests run on Qt 6 through PyQt6, the binding napari's `pyqt` extra installs
+# (PySide6 and PyQt5 are installed too, for smoke tests on other bindings). Both qtpy (napari and
+# the widget) and pytest-qt read these before anything imports Qt; set QT_API to run the
+# suite on another binding.
+QT_BINDING = os.environ.setdefault("QT_API", "pyqt6")
+os.environ.setdefault("PYTEST_QT_API", QT_BINDING)
+
 
 @pytest.fixture(autouse=True)
 def _deterministic_torch():

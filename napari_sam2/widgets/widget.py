@@ -201,7 +201,10 @@ class Sam2Widget(FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
             self.refresh_objects()
 
     def _layers_changed(self, event: Any = None) -> None:
-        QTimer.singleShot(0, self.refresh_images)
+        # closing the viewer removes every layer and then deletes this widget: the
+        # deferred refresh must not touch deleted controls (PySide calls it regardless)
+        lifetime = self._lifetime
+        QTimer.singleShot(0, lambda: self.refresh_images() if lifetime.alive else None)
 
     def _dims_changed(self, event: Any = None) -> None:
         t = self.controller.target
