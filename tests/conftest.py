@@ -17,6 +17,27 @@ QT_BINDING = os.environ.setdefault("QT_API", "pyqt6")
 os.environ.setdefault("PYTEST_QT_API", QT_BINDING)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _panel_settings_folder(tmp_path_factory):
+    """The panel's remembered settings go to a temporary folder, never the user's."""
+    folder = tmp_path_factory.mktemp("napari-sam2-config")
+    before = os.environ.get("NAPARI_SAM2_CONFIG")
+    os.environ["NAPARI_SAM2_CONFIG"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("NAPARI_SAM2_CONFIG", None)
+    else:
+        os.environ["NAPARI_SAM2_CONFIG"] = before
+
+
+@pytest.fixture(autouse=True)
+def _fresh_panel_settings(_panel_settings_folder):
+    """Each test starts with a panel that remembers nothing."""
+    for path in _panel_settings_folder.glob("*.json"):
+        path.unlink()
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     import torch

@@ -58,9 +58,11 @@ def _run(widget, qtbot, steps: int, output, cancel_after: int | None = None) -> 
     with qtbot.waitSignal(widget.job_finished, timeout=120_000, check_params_cb=lambda kind: kind == "finetune"):
         section.start_button.click()
         assert widget.finetuning and not section.start_button.isEnabled()
+        assert widget._ft_progress is not None, "long work shows in napari's activity (progress)"
         if cancel_after is not None:
             qtbot.waitUntil(lambda: len(section.plot.losses) >= cancel_after, timeout=60_000)
             section.stop_button.click()
+    assert widget._ft_progress is None, "the progress bar is closed when training ends"
 
 
 def test_finetune_uses_the_painted_frames_and_switches_to_the_new_model(painted, qtbot, tmp_path):

@@ -90,6 +90,7 @@ class FineTuneActions:
         self._ft_cancel = threading.Event()
         self._ft_confirmed: str | None = None  # an existing file the save dialog allowed to replace
         self._ft_result: Any = None
+        self._ft_progress: Any = None  # napari's progress bar (activity dock) while training
 
     def _browse_finetune_output(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save the fine-tuned model", self.finetune.output_edit.text(),
@@ -157,6 +158,9 @@ class FineTuneActions:
         section.status.setText(f"training on {data.describe()}...")
         section.start_button.setEnabled(False)
         section.stop_button.setEnabled(True)
+        from napari.utils import progress
+
+        self._ft_progress = progress(total=settings.steps or 0, desc="fine-tuning") if settings.steps else None
         self._start_finetune_worker(run, Path(output))
 
     def _start_finetune_worker(self, run: Callable[[Callable[[Any], None]], Any], output: Path) -> None:
@@ -186,6 +190,10 @@ class FineTuneActions:
         last = batch[-1]
         section.progress.setRange(0, last.steps)
         section.progress.setValue(last.step)
+        if self._ft_progress is not None:
+            self._ft_progress.total = last.steps
+            self._ft_progress.n = last.step
+            self._ft_progress.refresh()
         if not self._ft_cancel.is_set():
             left = last.elapsed / max(last.step, 1) * (last.steps - last.step)
             section.status.setText(f"step {last.step} of {last.steps}, loss {last.loss:.3f}; about {_duration(left)} left")
@@ -193,6 +201,9 @@ class FineTuneActions:
     def _on_finetuned(self, outcome: JobOutcome, output: Path) -> None:
         section = self.finetune
         self._ft_worker = None
+        if self._ft_progress is not None:
+            self._ft_progress.close()
+            self._ft_progress = None
         section.start_button.setEnabled(True)
         section.stop_button.setEnabled(False)
         try:

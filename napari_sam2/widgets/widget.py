@@ -21,6 +21,7 @@ from napari_sam2.tracking.interactive import NOTHING_TO_PROPAGATE, PropagationPl
 from napari_sam2.tracking.models import LoadedModel
 from napari_sam2.tracking.scheduler import NO_MODEL, JobScheduler, Step
 
+from . import keys
 from .controller import NO_IMAGE, Sam2Controller
 from .finetune_actions import FineTuneActions
 from .jobs import JobOutcome, function_job, propagate_job
@@ -29,6 +30,7 @@ from .model_actions import ModelActions
 from .notes import notify
 from .object_actions import ObjectActions
 from .panel import DIRECTION_CHOICES, SHORTCUTS, Sam2Panel
+from .settings import PanelSettings
 
 __all__ = ["Sam2Widget", "SHORTCUTS"]
 
@@ -68,7 +70,6 @@ class Sam2Widget(FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
         self._opening_progress = False
         self._frames_done = 0
         self._frames_kept = 0
-        self._bound_keys: list[str] = []
 
         self._lifetime = _Lifetime()
         self.destroyed.connect(functools.partial(_on_destroyed, self._lifetime))
@@ -79,7 +80,11 @@ class Sam2Widget(FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
         self._objects_timer.timeout.connect(self.refresh_objects)
 
         self._setup_finetune()
+        self.settings = PanelSettings(self)
+        self.settings.restore()  # before the controls are connected: nothing is triggered
+        self._update_path_row()
         self._connect_controls()
+        self.settings.watch()
         self._connect_viewer()
         self._bind_keys()
         self.refresh_images()
@@ -116,31 +121,37 @@ class Sam2Widget(FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
         self.viewer.dims.events.current_step.connect(self._dims_changed)
 
     def _bind_keys(self) -> None:
-        bindings: dict[str, Callable[[], Any]] = {
-            "N": self.toggle_polarity,
-            "Shift-N": self.new_object,
-            ".": lambda: self.step_object(1),
-            ",": lambda: self.step_object(-1),
-            "G": self.propagate,
-            "Escape": self.cancel,
-        }
-        for key, action in bindings.items():
-            self.viewer.bind_key(key, lambda viewer, action=action: action(), overwrite=True)
-            self._bound_keys.append(key)
+        """Shortcuts are napari actions (see ``keys``): listed and changeable in
+        napari's preferences; the help text shows the keys bound now."""
+        from napari.utils.action_manager import action_manager
+
+        keys.attach(self)
+        self._show_shortcuts()
+        action_manager.events.shortcut_changed.connect(self._shortcut_changed)
+
+    def _shortcut_changed(self, event: Any = None) -> None:
+        if self._lifetime.alive and str(getattr(event, "name", "")).startswith(keys.PREFIX + ":"):
+            self._show_shortcuts()
+
+    def _show_shortcuts(self) -> None:
+        rows = keys.shortcut_help()
+        self.help_label.setText("<small>" + "<br>".join(f"<b>{k}</b>: {v}" for k, v in rows) + "</small>")
+        self.setToolTip("SAM 2: " + "; ".join(f"{k}: {v}" for k, v in rows))
 
     def close_widget(self) -> None:
-        """Unbind keys, stop jobs and let go of the layers (which stay, unchanged)."""
+        """Stop jobs, detach the shortcuts and let go of the layers (which stay, unchanged)."""
         if not self._lifetime.alive:
             return
         self.cancel()
         self._lifetime.cancel.set()
         self._lifetime.alive = False
-        for key in self._bound_keys:
-            try:
-                self.viewer.bind_key(key, None)
-            except Exception:
-                pass
-        self._bound_keys.clear()
+        keys.detach(self)
+        try:
+            from napari.utils.action_manager import action_manager
+
+            action_manager.events.shortcut_changed.disconnect(self._shortcut_changed)
+        except Exception:
+            pass
         for emitter, cb in (
             (self.viewer.layers.events.inserted, self._layers_changed),
             (self.viewer.layers.events.removed, self._layers_changed),
