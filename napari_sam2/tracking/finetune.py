@@ -23,6 +23,7 @@ import numpy as np
 from .errors import UsageError, with_option
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..model.config import Sam2Config
     from ..model.sam2 import Sam2
     from ..training import EvalReport, TrainConfig, TrainingData, TrainProgress, TrainResult
 
@@ -30,6 +31,7 @@ __all__ = [
     "TRAINABLE_CHOICES",
     "FineTuneSettings",
     "FrozenLabels",
+    "ResumableRun",
     "check_output",
     "data_from_files",
     "data_from_layers",
@@ -38,8 +40,10 @@ __all__ = [
     "fine_tune",
     "labelled_frames",
     "model_copy",
+    "resumable_run",
     "resume_state_path",
     "saved_step",
+    "setting_conflicts",
 ]
 
 TRAINABLE_CHOICES = {
@@ -90,6 +94,60 @@ def saved_step(output: str | os.PathLike) -> int:
     from ..training import load_state
 
     return load_state(resume_state_path(Path(output).expanduser())).step
+
+
+@dataclass(frozen=True)
+class ResumableRun:
+    """A stopped run writing ``output`` that can go on: where it stands and how it was started."""
+
+    output: Path
+    state: Path
+    step: int  # steps done
+    steps: int  # steps planned
+    config: "TrainConfig"  # the settings it was started with
+    model_config: "Sam2Config | None"
+    history: tuple[tuple[float, float, float], ...]  # (step, loss, lr) per finished step
+
+    @property
+    def trainable(self) -> str:
+        return self.config.trainable
+
+    def describe(self) -> str:
+        """E.g. ``step 40 of 1000, training memory``."""
+        return f"step {self.step} of {self.steps}, training {self.trainable}"
+
+    def settings(self) -> FineTuneSettings:
+        """The user-facing settings the run was started with."""
+        c = self.config
+        return FineTuneSettings(steps=c.steps, trainable=c.trainable, lr=c.optim.lr, seed=c.seed,
+                                clip_frames=c.clip.num_frames, checkpoint_every=c.checkpoint_every,
+                                validate_every=c.validate_every, precision=c.precision)
+
+    def conflicts(self, settings: FineTuneSettings) -> list[str]:
+        """The given values that differ from the run's and cannot change on resume, in words
+        (``["steps 1000 (not 200)"]``); empty when ``settings`` can go on with this run."""
+        return setting_conflicts(self.config, settings.config(self.config))
+
+
+def resumable_run(output: str | os.PathLike) -> ResumableRun | None:
+    """The stopped run writing ``output`` that can go on, or ``None``.
+
+    ``None`` when there is no state next to ``output`` (``NAME.resume.pt``) or its run
+    finished (the state of a finished run is kept, but there is nothing to go on with).
+    A state that cannot be read raises :class:`~napari_sam2.training.TrainingError`:
+    it is there, so starting over must replace it knowingly. Reads no weights.
+    """
+    from ..training.state import read_state_summary
+
+    path = Path(output).expanduser()
+    state = resume_state_path(path)
+    if path.is_dir() or not state.is_file():
+        return None
+    summary = read_state_summary(state)
+    if summary.step >= summary.config.steps:
+        return None
+    return ResumableRun(path, state, summary.step, summary.config.steps, summary.config, summary.model_config,
+                        tuple((int(h[0]), float(h[1]), float(h[2])) for h in summary.history))
 
 
 def evaluation_protocol() -> str:
@@ -220,16 +278,19 @@ def fine_tune(
     progress: Callable[["TrainProgress"], None] | None = None,
     cancel: Callable[[], bool] | threading.Event | None = None,
     metadata: dict[str, Any] | None = None,
+    device: Any = None,
 ) -> "TrainResult":
     """Fine-tune a copy of ``model`` (``None`` when resuming: the saved one) into ``output``.
 
     The run stops after the current step when ``cancel`` fires (or on Ctrl-C), and then
-    too the model so far and the resumable state are written.
+    too the model so far and the resumable state are written. ``device``: where to
+    train (default: the model's; a resumed run without ``model`` trains on the CPU).
     """
-    from ..training import load_state, train
+    from ..training import train
+    from ..training.state import read_state_summary
 
     path = check_output(output, overwrite, resume)
-    saved = load_state(resume_state_path(path)).config if resume else None
+    saved = read_state_summary(resume_state_path(path)).config if resume else None
     config = settings.config(saved)
     if saved is not None:
         _check_resumable(saved, config)
@@ -237,22 +298,28 @@ def fine_tune(
         config = dataclasses.replace(config, validate_every=max(1, config.steps // 4))
     start = model_copy(model) if model is not None else None
     return train(start, data, config, output=path, overwrite=overwrite or resume, resume=resume,
-                 val_data=val_data, progress=progress, cancel=cancel, metadata=metadata)
+                 val_data=val_data, progress=progress, cancel=cancel, metadata=metadata, device=device)
+
+
+def setting_conflicts(saved: "TrainConfig", config: "TrainConfig") -> list[str]:
+    """Settings of ``config`` that differ from a stopped run's ``saved`` ones and cannot
+    change on resume, in words: ``"steps 1000 (not 200)"``."""
+    from ..training.config import RESUMABLE_CHANGES
+
+    def value(cfg: Any, name: str) -> Any:
+        for part in name.split("."):
+            cfg = getattr(cfg, part)
+        return cfg
+
+    return [f"{name} {value(saved, name)} (not {value(config, name)})"
+            for name in saved.differences(config) if name not in RESUMABLE_CHANGES]
 
 
 def _check_resumable(saved: "TrainConfig", config: "TrainConfig") -> None:
     """A resumed run keeps its settings; say which given value differs from the saved one."""
-    from ..training.config import RESUMABLE_CHANGES
-
-    changed = [d for d in saved.differences(config) if d not in RESUMABLE_CHANGES]
+    changed = setting_conflicts(saved, config)
     if changed:
-        def value(cfg: Any, name: str) -> Any:
-            for part in name.split("."):
-                cfg = getattr(cfg, part)
-            return cfg
-
-        what = ", ".join(f"{name} {value(saved, name)} (not {value(config, name)})" for name in changed)
-        raise ValueError(f"the interrupted run was started with {what}; give the same values or leave them out")
+        raise ValueError(f"the interrupted run was started with {', '.join(changed)}; give the same values or leave them out")
 
 
 def evaluate_model(

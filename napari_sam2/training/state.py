@@ -17,11 +17,11 @@ import torch
 
 from ..model.checkpoint import CheckpointError
 from ..model.config import Sam2Config
-from ..model.saved import checkpoint_payload, read_checkpoint, write_atomic
+from ..model.saved import FORMAT_KEY, checkpoint_payload, config_from_dict, read_checkpoint, write_atomic
 from .config import TrainConfig
 from .errors import TrainingError
 
-__all__ = ["TrainingState", "save_state", "load_state", "state_path_for"]
+__all__ = ["StateSummary", "TrainingState", "save_state", "load_state", "read_state_summary", "state_path_for"]
 
 STATE_KEY = "training"
 
@@ -79,4 +79,40 @@ def load_state(path: str | os.PathLike) -> TrainingState:
             history=[list(h) for h in record.get("history", [])],
         )
     except (KeyError, TypeError) as err:
+        raise TrainingError(f"{path}: the training state is damaged ({err})") from None
+
+
+@dataclass
+class StateSummary:
+    """Where a saved run stands, without its weights: see :func:`read_state_summary`."""
+
+    step: int
+    config: TrainConfig
+    model_config: Sam2Config | None
+    history: list[list[float]]
+
+
+def read_state_summary(path: str | os.PathLike) -> StateSummary:
+    """Step, settings, architecture and loss history of a state written by :func:`save_state`.
+
+    The tensors are memory-mapped and never read, so this is quick even for the state
+    of a large model (a panel can call it whenever the chosen output changes).
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # not a zip checkpoint, truncated, another kind of file
+        raise TrainingError(f"{path} is not the readable state of a training run: {type(exc).__name__}: {exc}") from None
+    record = payload.get(STATE_KEY) if isinstance(payload, dict) else None
+    if not isinstance(record, dict):
+        raise TrainingError(f"{path} is a model checkpoint, not the resumable state of a training run")
+    try:
+        arch = payload.get(FORMAT_KEY)
+        model_config = config_from_dict(arch["config"]) if isinstance(arch, dict) and "config" in arch else None
+        return StateSummary(
+            step=int(record["step"]),
+            config=TrainConfig.from_dict(record["config"]),
+            model_config=model_config,
+            history=[list(map(float, h)) for h in record.get("history", [])],
+        )
+    except (KeyError, TypeError, ValueError, CheckpointError) as err:
         raise TrainingError(f"{path}: the training state is damaged ({err})") from None
