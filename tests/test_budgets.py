@@ -29,3 +29,12 @@ def test_this_machine_and_the_session_defaults():
     with VideoSession(miniature_model(image_size=64), np.zeros((2, 64, 64), np.uint8), record_ram_bytes=MiB) as session:
         assert session.budgets.records == MiB and session.budgets.features == default_budgets().features
         assert isinstance(session.budgets, CacheBudgets)
+
+
+def test_the_panel_states_the_budgets_of_this_machine():
+    from napari_sam2.tracking import LoadedModel, ModelChoice
+    from napari_sam2.widgets.model_actions import loaded_status
+
+    loaded = LoadedModel(miniature_model(image_size=64), ModelChoice("sam2.1_hiera_tiny", device="cpu"))
+    assert loaded_status(loaded, default_budgets(16 << 30)).endswith("session caches up to 819 MiB")
+    assert f"session caches up to {default_budgets().total / MiB:.0f} MiB" in loaded_status(loaded)

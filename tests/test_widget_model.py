@@ -70,6 +70,7 @@ def test_first_click_downloads_with_progress_then_segments(make_napari_viewer, q
     assert any(f.startswith("download") and "MB" in f for f in seen), "download progress was shown"
     assert any("Downloading sam2.1_hiera_tiny once" in m for m in notes.messages("info"))
     assert widget.loaded is not None and widget.model_status.text().startswith("loaded: sam2.1_hiera_tiny on cpu")
+    assert "session caches up to" in widget.model_status.text() and "image features" in widget.model_status.toolTip()
     assert (np.asarray(t.labels.data[0]) == 1).any(), "the click that started the download is used"
     # changing a setting unloads; the next action loads again (from the cache this time)
     widget.set_image_size(256)

@@ -11,6 +11,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QFileDialog
 
+from napari_sam2.model.budgets import MiB, CacheBudgets, default_budgets
 from napari_sam2.tracking.choice import OFFICIAL, ModelChoice, guess_variant
 from napari_sam2.tracking.models import LoadedModel
 
@@ -21,9 +22,14 @@ from .panel import FROM_FILE, LOCAL_WEIGHTS, OFFICIAL_WEIGHTS
 __all__ = ["ModelActions", "loaded_status", "model_error_message"]
 
 
-def loaded_status(loaded: LoadedModel) -> str:
-    """The Model section's status line for a loaded model (says so when the demo stands in)."""
-    text = f"loaded: {loaded.description}"
+def loaded_status(loaded: LoadedModel, budgets: CacheBudgets | None = None) -> str:
+    """The Model section's status line for a loaded model (says so when the demo stands in).
+
+    It also states how much memory a session may keep in its caches (sized to this
+    machine), so a user with a long stack knows what to expect before propagating.
+    """
+    budgets = budgets or default_budgets()
+    text = f"loaded: {loaded.description}; session caches up to {budgets.total / MiB:.0f} MiB"
     if loaded.fell_back and loaded.requested is not None:
         text += (
             f". {loaded.requested.name} could not be downloaded, so the bundled demo model "
@@ -111,6 +117,7 @@ class ModelActions:
         self.scheduler.load_ended(ok=True)
         self.controller.set_model(loaded.model)
         self.model_status.setText(loaded_status(loaded))
+        self.model_status.setToolTip(default_budgets().describe())
         self.request_sync()
 
     def load_model(self) -> None:
@@ -183,3 +190,4 @@ class ModelActions:
         self.loaded = loaded
         self.controller.set_model(loaded.model)
         self.model_status.setText(loaded_status(loaded))
+        self.model_status.setToolTip(default_budgets().describe())
