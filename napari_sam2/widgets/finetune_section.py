@@ -1,6 +1,7 @@
 """The Fine-tune section of the dock widget: its controls and layout (Qt only, no behaviour).
 
-Collapsed by default: a header button opens it. :class:`~.finetune_actions.FineTuneActions`
+Collapsed by default: a header button opens it. When the output file has a stopped run,
+the Train button reads "Resume (step K of N)" and a Start over button appears. :class:`~.finetune_actions.FineTuneActions`
 gives the controls their behaviour.
 """
 
@@ -33,6 +34,7 @@ __all__ = ["FineTuneSection", "ElidedLabel", "TRUSTED_FRAMES", "LABELLED_FRAMES"
 
 TRUSTED_FRAMES = "painted or corrected frames"
 LABELLED_FRAMES = "all labelled frames"
+START_TIP = "Train a copy of the loaded model; tracking goes on with the loaded one meanwhile"
 
 
 class ElidedLabel(QLabel):
@@ -107,7 +109,10 @@ class FineTuneSection(QGroupBox):
         output_row.addWidget(self.output_edit)
         output_row.addWidget(self.output_button)
         self.start_button = QPushButton("Fine-tune")
-        self.start_button.setToolTip("Train a copy of the loaded model; tracking goes on with the loaded one meanwhile")
+        self.start_button.setToolTip(START_TIP)
+        self.restart_button = QPushButton("Start over")
+        self.restart_button.setToolTip("Discard the stopped run of this file and train from scratch, replacing it")
+        self.restart_button.setVisible(False)
         self.stop_button = QPushButton("Cancel")
         self.stop_button.setToolTip("Stop after the current step; the model so far is saved")
         self.stop_button.setEnabled(False)
@@ -115,7 +120,7 @@ class FineTuneSection(QGroupBox):
         self.use_button.setToolTip("Segment and track with the model just trained (its file is in the Model section)")
         self.use_button.setEnabled(False)
         buttons = QHBoxLayout()
-        for b in (self.start_button, self.stop_button, self.use_button):
+        for b in (self.start_button, self.restart_button, self.stop_button, self.use_button):
             buttons.addWidget(b)
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m steps")
@@ -132,6 +137,17 @@ class FineTuneSection(QGroupBox):
         form.addRow(self.status)
         self.body.setVisible(False)
         self.header.toggled.connect(self.set_open)
+
+    def offer_resume(self, step: int | None, steps: int = 0, start_over: bool = False) -> None:
+        """Train button -> "Resume (step K of N)" and Start over shown, for a stopped run at
+        ``step``; ``None``: a new run (Start over still shown when ``start_over``)."""
+        if step is None:
+            self.start_button.setText("Fine-tune")
+            self.start_button.setToolTip(START_TIP)
+        else:
+            self.start_button.setText(f"Resume (step {step} of {steps})")
+            self.start_button.setToolTip("Go on with the stopped run of this file, with the settings it was started with")
+        self.restart_button.setVisible(step is not None or start_over)
 
     def set_open(self, open_: bool) -> None:
         """Show or hide the controls (the header's arrow follows)."""
