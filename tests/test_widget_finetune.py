@@ -190,3 +190,16 @@ def test_a_stopped_run_is_shown_before_anything_is_decided_and_start_over_replac
     assert (summary.step, summary.config.steps, summary.config.trainable) == (2, 2, "memory")
     assert [h[0] for h in summary.history] == [1, 2]
     assert section.start_button.text() == "Fine-tune" and section.restart_button.isHidden()
+
+
+def test_an_unreadable_run_state_is_named_and_only_replaced_by_start_over(painted, qtbot, tmp_path, notes):
+    viewer, widget = painted
+    section = widget.finetune
+    out = tmp_path / "damaged.pt"
+    resume_state_path(out).write_bytes(b"not a training state")
+    section.set_open(True)
+    section.output_edit.setText(str(out))
+    section.start_button.click()
+    assert not widget.finetuning and resume_state_path(out).read_bytes() == b"not a training state"
+    assert "not the readable state" in section.status.text() and "Start over" in section.status.text()
+    assert section.start_button.text() == "Fine-tune" and not section.restart_button.isHidden()

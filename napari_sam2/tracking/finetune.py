@@ -319,7 +319,8 @@ def _check_resumable(saved: "TrainConfig", config: "TrainConfig") -> None:
     """A resumed run keeps its settings; say which given value differs from the saved one."""
     changed = setting_conflicts(saved, config)
     if changed:
-        raise ValueError(f"the interrupted run was started with {', '.join(changed)}; give the same values or leave them out")
+        raise ValueError(f"the interrupted run was started with {', '.join(changed)}; "
+                         "give the same values or leave them out")
 
 
 def evaluate_model(

@@ -101,7 +101,9 @@ def read_state_summary(path: str | os.PathLike) -> StateSummary:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # not a zip checkpoint, truncated, another kind of file
-        raise TrainingError(f"{path} is not the readable state of a training run: {type(exc).__name__}: {exc}") from None
+        raise TrainingError(
+            f"{path} is not the readable state of a training run: {type(exc).__name__}: {exc}"
+        ) from None
     record = payload.get(STATE_KEY) if isinstance(payload, dict) else None
     if not isinstance(record, dict):
         raise TrainingError(f"{path} is a model checkpoint, not the resumable state of a training run")

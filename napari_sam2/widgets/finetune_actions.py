@@ -109,6 +109,7 @@ class FineTuneActions:
         self._ft_result: Any = None
         self._ft_progress: Any = None  # napari's progress bar (activity dock) while training
         self._ft_resumable: ResumableRun | None = None  # the stopped run offered (Resume), if any
+        self._ft_unreadable: str | None = None  # why the output's run state cannot be read, if so
         self._ft_first = 0  # the step this run started from
         self._ft_check = QTimer(self, singleShot=True, interval=300)  # after typing stops
         self._ft_check.timeout.connect(lambda: self.refresh_resumable())
@@ -149,7 +150,7 @@ class FineTuneActions:
                 run = resumable_run(output)
             except TrainingError as exc:
                 problem = str(exc)
-        before, self._ft_resumable = self._ft_resumable, run
+        before, self._ft_resumable, self._ft_unreadable = self._ft_resumable, run, problem
         section.offer_resume(run.step if run else None, run.steps if run else 0, start_over=problem is not None)
         if announce and run is not None and not _same_run(before, run):
             section.steps_spin.setValue(run.steps)
@@ -181,6 +182,9 @@ class FineTuneActions:
             if run is not None and not _same_run(offered, run):
                 self._ft_resumable = offered
                 self.refresh_resumable()  # never decide for an offer not seen: show it first
+                return
+            if self._ft_unreadable is not None:
+                section.status.setText(f"{self._ft_unreadable}; Start over replaces it, or choose another file")
                 return
             if run is None and offered is not None and offered.output == Path(output).expanduser():
                 section.status.setText(f"the stopped run of {offered.output.name} is no longer there; "

@@ -1,8 +1,8 @@
 """The Fine-tune section of the dock widget: its controls and layout (Qt only, no behaviour).
 
 Collapsed by default: a header button opens it. When the output file has a stopped run,
-the Train button reads "Resume (step K of N)" and a Start over button appears. :class:`~.finetune_actions.FineTuneActions`
-gives the controls their behaviour.
+the Train button reads "Resume (step K of N)" and a Start over button appears.
+:class:`~.finetune_actions.FineTuneActions` gives the controls their behaviour.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class FineTuneSection(QGroupBox):
             self.start_button.setToolTip(START_TIP)
         else:
             self.start_button.setText(f"Resume (step {step} of {steps})")
-            self.start_button.setToolTip("Go on with the stopped run of this file, with the settings it was started with")
+            self.start_button.setToolTip("Go on with the stopped run of this file, with the settings it started with")
         self.restart_button.setVisible(step is not None or start_over)
 
     def set_open(self, open_: bool) -> None:
