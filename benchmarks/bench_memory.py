@@ -9,7 +9,7 @@ state. ``--no-reference`` leaves the reference out (long runs).
 
     python benchmarks/bench_memory.py                                  # 512 px, 40 and 200 frames
     python benchmarks/bench_memory.py --size 256 --frames 40 200 1000 --no-reference --tag long
-    python benchmarks/bench_memory.py --size 1024 --frames 20 60 --tag 1024
+    python benchmarks/bench_memory.py --size 1024 --frames 20 60 --no-reference
 """
 
 from __future__ import annotations
