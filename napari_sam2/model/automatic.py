@@ -389,7 +389,7 @@ class AutomaticMaskGenerator:
             bx0, by0, bx1, by1 = all_boxes[idx].tolist()
             masks[row, by0 : by1 + 1, bx0 : bx1 + 1] = _unpack(pieces[idx], (by1 - by0 + 1, bx1 - bx0 + 1))
         if self.min_area > 0:
-            big = masks.reshape(len(masks), -1).sum(axis=1) >= self.min_area
+            big = masks.reshape(len(masks), frame_h * frame_w).sum(axis=1) >= self.min_area  # -1 fails with no masks
             masks, order = masks[big], order[torch.from_numpy(big)]
         xyxy = all_boxes[order].numpy()
         crop_xyxy = all_crops[order].numpy()

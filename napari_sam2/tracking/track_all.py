@@ -196,7 +196,7 @@ def non_overlapping(masks: np.ndarray, min_size: int, max_area: int | None = Non
     if masks.ndim != 3:
         raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
     plane = np.zeros(masks.shape[1:], np.uint32)
-    areas = masks.reshape(len(masks), -1).sum(axis=1)
+    areas = masks.reshape(len(masks), plane.size).sum(axis=1)  # -1 fails with no masks
     label = 0
     for i in np.argsort(areas, kind="stable"):
         area = int(areas[i])
