@@ -10,7 +10,12 @@ Masks are stored as COCO RLE (see :mod:`napari_sam2.io.rle`). Version 1 schema::
      "contrast_limits": [lo, hi] | null,
      "objects": [{"id": 1, "name": "cell 1", "prompts": [
          {"frame": 0, "points": [[r, c], ...], "labels": [1, 0, ...],
-          "box": [r0, c0, r1, c1] | null, "mask_rle": {"size": [H, W], "counts": "..."} | null}]}]}
+          "box": [r0, c0, r1, c1] | null, "mask_rle": {"size": [H, W], "counts": "..."} | null}]}],
+     "lineage": [{"id": 2, "first": 5, "last": 9, "parent": 1}, ...]}
+
+``lineage`` (optional, written only when there is one, so files without it are read by
+every version-1 reader) records the tracks of a track-all run: each object id's first
+and last frame and the id it divided from (see :mod:`napari_sam2.io.lineage`).
 
 A prompt holds points and/or a box, or a mask alone; each object has at most one
 prompt per frame (the engine replaces an object's clicks on a frame with each call).
@@ -33,6 +38,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .atomic import atomic_output, check_output
+from .lineage import Lineage, LineageError
 from .rle import _short, decode_mask, encode_mask, rle_size
 
 __all__ = ["SCHEMA_VERSION", "MAX_OBJECT_ID", "Prompt", "PromptedObject", "PromptSet", "PromptError"]
@@ -255,6 +261,7 @@ class PromptSet:
     frames_shape: tuple[int, ...] | None = None
     frames_dtype: str | None = None
     contrast_limits: tuple[float, float] | None = None
+    lineage: Lineage | None = None  # tracks and divisions of a track-all run
 
     # ------------------------------------------------------------------ building
     def object(self, obj_id: int, name: str | None = None) -> PromptedObject:
@@ -331,13 +338,28 @@ class PromptSet:
             if obj.id in ids:
                 raise PromptError(f"object id {obj.id} is used twice")
             ids.add(obj.id)
+        self._check_lineage(None)
+
+    def _check_lineage(self, num_frames: int | None) -> None:
+        """The lineage is consistent, its ids are label values and its frames exist."""
+        if self.lineage is None:
+            return
+        if not isinstance(self.lineage, Lineage):
+            raise PromptError(f"lineage must be a Lineage or None, got {type(self.lineage).__name__}")
+        for track in self.lineage:
+            if track.id > MAX_OBJECT_ID:
+                raise PromptError(f"lineage: track ids are label values up to {MAX_OBJECT_ID}, got {track.id}")
+        try:
+            self.lineage.check(num_frames)
+        except LineageError as err:
+            raise PromptError(f"lineage: {err}") from None
 
     def validate_against(self, shape: Sequence[int]) -> None:
         """Check that every prompt fits frames of ``shape`` ((T, H, W) or (T, H, W, C)).
 
         Frame indices must exist; points and boxes must lie on the frame (napari pixel
-        extents, -0.5 to size - 0.5); masks must have the frame's size. If the file
-        recorded the frames' shape, it must match.
+        extents, -0.5 to size - 0.5); masks must have the frame's size; lineage tracks
+        must end on an existing frame. If the file recorded the frames' shape, it must match.
         """
         shape = tuple(int(s) for s in shape)
         if len(shape) == 2:
@@ -354,6 +376,7 @@ class PromptSet:
                     f"these prompts were made on frames of shape {recorded[:3]}, "
                     f"but the frames have shape {shape[:3]} (T, H, W)"
                 )
+        self._check_lineage(num_frames)
         for obj, prompt in self.iter_prompts():
             where = f"{obj.where}, prompt on frame {prompt.frame}"
             if prompt.frame >= num_frames:
@@ -377,7 +400,7 @@ class PromptSet:
                 "shape": None if self.frames_shape is None else [int(s) for s in self.frames_shape],
                 "dtype": self.frames_dtype,
             }
-        return {
+        data: dict[str, Any] = {
             "version": SCHEMA_VERSION,
             "model": self.model,
             "image_size": None if self.image_size is None else int(self.image_size),
@@ -385,6 +408,9 @@ class PromptSet:
             "contrast_limits": None if self.contrast_limits is None else [float(v) for v in self.contrast_limits],
             "objects": [obj.to_dict() for obj in sorted(self.objects, key=lambda o: o.id)],
         }
+        if self.lineage is not None:  # left out otherwise: the file stays what it always was
+            data["lineage"] = self.lineage.to_list()
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, shape: Sequence[int] | None = None) -> "PromptSet":
@@ -404,7 +430,7 @@ class PromptSet:
             raise PromptError(f"prompt file version {version} is newer than this napari-sam2 reads ({SCHEMA_VERSION}); please update")
         if version < 1:
             raise PromptError(f"invalid schema version {version}")
-        unknown = set(data) - {"version", "model", "image_size", "frames", "contrast_limits", "objects"}
+        unknown = set(data) - {"version", "model", "image_size", "frames", "contrast_limits", "objects", "lineage"}
         if unknown:
             raise PromptError(f"unknown top-level field(s) {_short(sorted(unknown), 200)}")
         model = data.get("model")
@@ -428,6 +454,12 @@ class PromptSet:
         objects = [] if objects is None else objects
         if not isinstance(objects, list):
             raise PromptError(f"objects must be a list, got {_short(objects)}")
+        lineage = None
+        if data.get("lineage") is not None:
+            try:
+                lineage = Lineage.from_list(data["lineage"], "lineage")
+            except LineageError as err:
+                raise PromptError(str(err)) from None
         result = cls(
             objects=[],
             model=model,
@@ -435,6 +467,7 @@ class PromptSet:
             frames_shape=None if recorded is None else tuple(recorded),
             frames_dtype=dtype,
             contrast_limits=None if limits is None else tuple(limits),  # type: ignore[arg-type]
+            lineage=lineage,
         )
         # the header first: the frame size it records (or the caller's) bounds every mask
         if shape is not None:
