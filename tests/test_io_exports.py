@@ -168,3 +168,98 @@ def test_labels_tiff_progress(tmp_path):
     calls = []
     write_labels_tiff(tmp_path / "p.tif", labels_stack(), progress=lambda done, total: calls.append((done, total)))
     assert calls == [(i, 5) for i in range(1, 6)]
+
+
+# ------------------------------------------------------------------ exports with a lineage
+def division_stack() -> np.ndarray:
+    """Track 1 on frames 0-2 divides into 2 and 3 (frames 3-5); 4 has no parent."""
+    labels = np.zeros((6, 20, 20), np.uint16)
+    labels[:3, 4:12, 4:12] = 1
+    labels[3:, 2:8, 2:8] = 2
+    labels[3:, 10:16, 10:16] = 3
+    labels[:, 17:19, 17:19] = 4
+    return labels
+
+
+def test_export_ctc_and_geff_with_a_lineage(tmp_path):
+    import geff
+
+    from napari_sam2.io.ctc import read_ctc_tracks
+    from napari_sam2.io.lineage import Lineage, Track
+    from napari_sam2.tracking.exports import export_labels
+
+    labels = division_stack()
+    lineage = Lineage([Track(1, 0, 2), Track(2, 3, 5, 1), Track(3, 3, 5, 1), Track(4, 0, 5)])
+
+    ctc = export_labels(labels, tmp_path / "cells_RES", "ctc", lineage=lineage)
+    lines = (ctc / "res_track.txt").read_text().split("\n")
+    assert {"1 0 2 0", "2 3 5 1", "3 3 5 1", "4 0 5 0"} <= set(lines)
+    assert {(t.label, t.parent) for t in read_ctc_tracks(ctc)} == {(1, 0), (2, 1), (3, 1), (4, 0)}
+    # a plain {daughter: mother} mapping does the same
+    same = export_labels(labels, tmp_path / "same_RES", "ctc", lineage={2: 1, 3: 1, 4: 0})
+    assert (same / "res_track.txt").read_text() == (ctc / "res_track.txt").read_text()
+
+    path = export_labels(labels, tmp_path / "cells.geff", "geff", lineage=lineage)
+    graph, _ = geff.read(str(path))
+    node = {(int(d["t"]), int(d["label"])): n for n, d in graph.nodes(data=True)}
+    assert graph.number_of_nodes() == 3 + 3 + 3 + 6
+    divisions = {e for e, d in graph.edges.items() if d["division"]}
+    assert divisions == {(node[(2, 1)], node[(3, 2)]), (node[(2, 1)], node[(3, 3)])}
+    assert graph.nodes[node[(5, 3)]]["lineage_id"] == 1 and graph.nodes[node[(5, 4)]]["lineage_id"] == 4
+
+    # without a lineage every object is its own track
+    plain = export_labels(labels, tmp_path / "plain.geff", "geff")
+    graph, _ = geff.read(str(plain))
+    assert not any(d["division"] for d in graph.edges.values())
+    assert "1 0 2 0\n2 3 5 0" in (export_labels(labels, tmp_path / "p_RES", "ctc") / "res_track.txt").read_text()
+    # formats without a place for it ignore it
+    tif = export_labels(labels, tmp_path / "l.tif", "tiff", lineage=lineage)
+    np.testing.assert_array_equal(tifffile.imread(tif), labels)
+
+
+def test_export_with_a_lineage_that_does_not_fit_the_labels(tmp_path):
+    from napari_sam2.tracking.exports import export_labels
+
+    for fmt, name in (("ctc", "bad_RES"), ("geff", "bad.geff")):
+        with pytest.raises(ValueError, match="9 does not appear"):
+            export_labels(division_stack(), tmp_path / name, fmt, lineage={9: 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_geff_format_choice_and_destination(tmp_path):
+    from napari_sam2.tracking.errors import UsageError
+    from napari_sam2.tracking.exports import FORMATS, check_destination, export_labels, output_name, resolve_format
+
+    assert "geff" in FORMATS and output_name("cells", "geff") == "cells.geff"
+    assert resolve_format(None, tmp_path / "cells.geff") == "geff" == resolve_format("GEFF", tmp_path / "graph")
+    with pytest.raises(UsageError, match="looks like a GEFF folder"):
+        resolve_format("ctc", tmp_path / "cells.geff")
+    with pytest.raises(UsageError, match="looks like a TIFF file"):
+        resolve_format("geff", tmp_path / "cells.tif")
+
+    out = tmp_path / "cells.geff"
+    assert check_destination(out, "geff", overwrite=False) == out
+    out.mkdir()
+    assert check_destination(out, "geff", overwrite=False) == out  # empty
+    out.rmdir()
+    export_labels(division_stack(), out, "geff")
+    with pytest.raises(FileExistsError, match="overwriting"):
+        check_destination(out, "geff", overwrite=False)
+    assert check_destination(out, "geff", overwrite=True) == out  # a GEFF may be replaced
+    with pytest.raises(FileExistsError, match="other content"):
+        check_destination(_ctc(tmp_path), "geff", overwrite=True)
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.jpg").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="other content"):
+        check_destination(other, "geff", overwrite=True)
+    (tmp_path / "file.geff").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        check_destination(tmp_path / "file.geff", "geff", overwrite=True)
+
+
+def _ctc(folder):
+    """A CTC result folder: not a GEFF, so a GEFF export may not replace it."""
+    from napari_sam2.tracking.exports import export_labels
+
+    return export_labels(division_stack(), folder / "c_RES", "ctc")

@@ -26,7 +26,7 @@ import numpy as np
 from .atomic import atomic_output
 from .labels import Progress, check_labels, iter_frames
 
-__all__ = ["GeffExport", "write_geff"]
+__all__ = ["GeffExport", "write_geff", "is_geff_folder"]
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _lineage_ids(tracks: np.ndarray, parents: dict[int, int]) -> np.ndarray:
     return np.array([root[v] for v in tracks.tolist()], dtype=np.int64)
 
 
-def _is_geff_folder(path: Path) -> bool:
+def is_geff_folder(path: Path) -> bool:
     """Only a folder that is a GEFF (and nothing else) may be replaced."""
     attrs = path / ".zattrs"
     allowed = {".zattrs", ".zgroup", "zarr.json", "nodes", "edges"}
@@ -182,7 +182,7 @@ def write_geff(
         extra={"writer": "napari-sam2", "num_frames": num_frames},
     )
     node_ids = np.arange(len(nodes["t"]), dtype=np.uint64)
-    with atomic_output(path, overwrite=overwrite, directory=True, replaceable=_is_geff_folder) as temp:
+    with atomic_output(path, overwrite=overwrite, directory=True, replaceable=is_geff_folder) as temp:
         write_arrays(
             str(temp),
             node_ids,
