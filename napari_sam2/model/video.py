@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -273,14 +273,19 @@ class VideoSession:
 
     # ------------------------------------------------------------------ propagation
     def propagate(
-        self, start: int | None = None, reverse: bool = False, max_frames: int | None = None
+        self,
+        start: int | None = None,
+        reverse: bool = False,
+        max_frames: int | None = None,
+        obj_ids: Iterable[int] | None = None,
     ) -> Iterator[tuple[int, Outputs]]:
         """Track every object frame by frame, yielding ``(frame, {obj_id: logits})``.
 
         Starts at ``start`` (default: the earliest prompted frame) and goes forward, or
         backward with ``reverse``, over at most ``max_frames + 1`` frames (all by
         default). Results are committed before each yield, so closing the generator
-        part-way keeps every finished frame.
+        part-way keeps every finished frame. ``obj_ids``: track only these objects
+        (e.g. a new object back over frames the others are done with).
         """
         with self._lock:
             if self._closed:
@@ -291,9 +296,15 @@ class VideoSession:
                 start = self._check_frame(start)
             if max_frames is not None and (not isinstance(max_frames, (int, np.integer)) or max_frames < 0):
                 raise ValueError(f"max_frames must be a non-negative integer, got {max_frames!r}")
+            only = None
+            if obj_ids is not None:
+                only = {self._check_obj_id(i) for i in obj_ids}
+                unknown = sorted(only - set(self._tracks))
+                if unknown or not only:
+                    raise ValueError(f"no objects {unknown or '(none given)'} to propagate; objects: {self.obj_ids}")
             self._consolidate()
             if start is None:
-                start = min(f for t in self._tracks.values() for f in t.cond)
+                start = min(f for t in self._tracks.values() if only is None or t.obj_id in only for f in t.cond)
             n = self.num_frames if max_frames is None else int(max_frames)
             if reverse:
                 end = max(start - n, 0)
@@ -301,13 +312,13 @@ class VideoSession:
             else:
                 end = min(start + n, self.num_frames - 1)
                 order = list(range(start, end + 1))
-        return self._propagate_frames(order, bool(reverse))
+        return self._propagate_frames(order, bool(reverse), only)
 
-    def _propagate_frames(self, order: list[int], reverse: bool) -> Iterator[tuple[int, Outputs]]:
+    def _propagate_frames(self, order: list[int], reverse: bool, only: set[int] | None = None) -> Iterator[tuple[int, Outputs]]:
         trimmer = FrameTrimmer()  # freed heap memory back to the system every few frames
         for frame in order:
             with self._lock, self._inference():
-                outputs = self._track_frame(frame, reverse)
+                outputs = self._track_frame(frame, reverse, only)
             trimmer.frame_done()
             yield frame, outputs
 
@@ -628,10 +639,11 @@ class VideoSession:
                 for frame in track.cond:
                     self._records.pop((track.obj_id, frame))
 
-    def _track_frame(self, frame: int, reverse: bool) -> Outputs:
-        """Run (or reuse) every object's result on one frame and commit it."""
+    def _track_frame(self, frame: int, reverse: bool, only: set[int] | None = None) -> Outputs:
+        """Run (or reuse) every object's result (or those in ``only``) on one frame and commit it."""
+        chosen = {i: t for i, t in self._tracks.items() if only is None or i in only}
         todo: dict[tuple, list[tuple[_Track, _MemoryPlan]]] = {}
-        for track in self._tracks.values():
+        for track in chosen.values():
             if frame in track.cond:
                 continue
             plan = self._memory_plan(track, frame, reverse)
@@ -649,7 +661,7 @@ class VideoSession:
             for obj_id, rec in new:
                 self._records.put((obj_id, frame), rec)
         out: Outputs = {}
-        for obj_id, track in self._tracks.items():
+        for obj_id, track in chosen.items():
             track.tracked[frame] = reverse
             rec = track.cond.get(frame) or self._records.get((obj_id, frame))
             assert rec is not None

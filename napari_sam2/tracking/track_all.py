@@ -7,9 +7,9 @@ SAM 2 follows the objects it is told about. Track-all adds what a time-lapse nee
   (:class:`AutomaticDetector`), plus any prompts the user gave.
 - **All objects propagate together**: the engine batches objects that share a memory
   layout (those seeded on the same frame), so 200 seeds cost one batched step per frame.
-- **New objects**: every ``redetect_every`` frames (and on frames asked for) the detector
-  runs again; a detection that tracked masks do not already cover becomes a new object
-  from that frame.
+- **New objects**: every ``redetect_every`` frames, on the last frame and on frames
+  asked for, the detector runs again; a detection that tracked masks do not already
+  cover becomes a new object, tracked back over the frames since the last search.
 - **Ends**: an object smaller than ``min_size`` pixels on ``end_after`` frames in a row
   ends on the last frame it was seen, and is no longer computed.
 - **Divisions**: a tracked mask that splits into two parts of real size, or a detection
@@ -366,36 +366,112 @@ class _Run:
                 if obj not in self.active:
                     present.pop(obj)
         detect = self.detector is not None and frame != self.first and (
-            frame in self.redetect_frames or (s.redetect_every and (frame - self.first) % s.redetect_every == 0)
+            frame in self.redetect_frames
+            or (s.redetect_every and ((frame - self.first) % s.redetect_every == 0 or frame == self.last))
         )
         if detect:
             added |= self.detect(frame, plane, present)
         return added
 
     def divide(self, mother: int, frame: int, plane: np.ndarray, daughters: list[np.ndarray]) -> None:
+        """``mother`` ends and ``daughters`` (masks on ``frame``) start. With a detector,
+        the frames just before are searched for the moment the two cells appeared."""
         t = self.lineage[mother]
-        self.lineage.replace(Track(mother, t.first, frame - 1, t.parent))
         self.stop(mother)
         plane[plane == mother] = 0
+        ids = []
         for mask in daughters:
             obj = self.new_id()
             plane[mask] = obj
             self.start(obj, frame, mask, parent=mother)
+            ids.append(obj)
+        began = self.earlier_division(mother, t.first, frame, plane, ids) if self.detector is not None else frame
+        self.lineage.replace(Track(mother, t.first, began - 1, t.parent))
+        for obj in ids:
+            d = self.lineage[obj]
+            self.lineage.replace(Track(obj, began, d.last, mother))
         self.result.divisions += 1
 
-    def detect(self, frame: int, plane: np.ndarray, present: dict[int, Any]) -> bool:
+    def found_on(self, frame: int) -> np.ndarray:
+        """The detector's plane of ``frame`` (timed and counted)."""
         assert self.detector is not None
-        s = self.settings
         began = time.perf_counter()
         found = np.asarray(self.detector(frame))
         self.result.seconds_detecting += time.perf_counter() - began
         self.result.detections += 1
+        return found
+
+    def earlier_division(self, mother: int, mother_first: int, frame: int, plane: np.ndarray, daughters: list[int]) -> int:
+        """The first frame the division shows, searched back (by bisection) over up to
+        ``2 * redetect_every`` frames, and at least 16: a division seen late (daughters that still touched, or a detection frame
+        after it) is dated to when the detector first sees two cells in the mother's
+        mask. Those frames are relabelled; returns the daughters' first frame."""
+        from ..io.rle import encode_mask
+
+        s = self.settings
+        low = max(mother_first + 1, frame - max(2 * s.redetect_every, 16) + 1, self.first + 1)
+        if low >= frame:
+            return frame
+        planes: dict[int, np.ndarray] = {}
+
+        def two_cells(d: int) -> bool:
+            planes[d] = np.array(self.out[d - self.first])
+            region = planes[d] == mother
+            if not region.any():
+                return False
+            box = ndimage.find_objects(region.astype(np.uint8))[0]
+            found = self.found_on(d)
+            return _cells_within(region[box], box, found, ndimage.find_objects(found), s) is not None
+
+        high = frame  # the division shows on ``frame``; it stays visible once it does
+        while low < high:
+            mid = (low + high) // 2
+            if two_cells(mid):
+                high = mid
+            else:
+                low = mid + 1
+        if high == frame:
+            return frame
+        seeds = np.zeros(plane.shape, np.int64)
+        for i, obj in enumerate(daughters):
+            seeds[plane == obj] = i + 1
+        _, nearest = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+        owner = np.asarray(daughters)[seeds[nearest[0], nearest[1]] - 1]
+        for d in range(high, frame):
+            labels = planes.get(d)
+            if labels is None:
+                labels = np.array(self.out[d - self.first])
+            region = labels == mother
+            labels[region] = owner[region]
+            self.out[d - self.first] = labels
+            if d == high:
+                for obj in daughters:
+                    self.result.starts[obj] = (d, encode_mask(labels == obj))
+        return high
+
+    def detect(self, frame: int, plane: np.ndarray, present: dict[int, Any]) -> bool:
+        assert self.detector is not None
+        s = self.settings
+        found = self.found_on(frame)
         if found.shape != plane.shape:
             raise ValueError(f"the detector gave a {found.shape} plane for {plane.shape} frames")
         added = False
+        newcomers: list[int] = []
         boxes = ndimage.find_objects(found)
+        used: set[int] = set()
+        if s.divisions:
+            for obj in list(present):
+                cells = self.cells_inside(obj, frame, plane, present[obj], found, boxes)
+                if cells is None:
+                    continue
+                keep = (plane == 0) | (plane == obj)
+                daughters = [_full(found[boxes[d - 1]] == d, boxes[d - 1], plane.shape) & keep for d in cells]
+                self.divide(obj, frame, plane, daughters)
+                present.pop(obj)
+                used.update(cells)
+                added = True
         for index, box in enumerate(boxes):
-            if box is None:
+            if box is None or index + 1 in used:
                 continue
             mask = found[box] == index + 1
             area = int(mask.sum())
@@ -415,8 +491,51 @@ class _Run:
                 plane[new] = obj
                 self.start(obj, frame, new)
                 self.result.added += 1
+                newcomers.append(obj)
             added = True
+        if newcomers:
+            self.backfill(newcomers, frame)
         return added
+
+    def backfill(self, objs: list[int], frame: int) -> None:
+        """Track objects found on a detection frame back over the frames since the
+        previous one, so a cell that entered in between is not missed there. Only the
+        new objects are computed, and only on pixels no other object has."""
+        from ..io.rle import encode_mask
+
+        s = self.settings
+        low = max(self.first, frame - max(s.redetect_every, 1) + 1)
+        if low >= frame:
+            return
+        going = set(objs)
+        frames = self.session.propagate(start=frame, reverse=True, max_frames=frame - low, obj_ids=objs)
+        try:
+            for f, outs in frames:
+                if f == frame:
+                    continue
+                labels = np.array(self.out[f - self.first])
+                for obj in sorted(going):
+                    logits = outs.get(obj)
+                    mask = (np.asarray(logits) > 0) & (labels == 0) if logits is not None else None
+                    if mask is None or int(mask.sum()) < max(s.min_size, 1):
+                        going.discard(obj)  # not there yet: nothing earlier either
+                        continue
+                    labels[mask] = obj
+                    t = self.lineage[obj]
+                    self.lineage.replace(Track(obj, f, t.last, t.parent))
+                    self.result.starts[obj] = (f, encode_mask(mask))
+                self.out[f - self.first] = labels
+                if not going:
+                    break
+        finally:
+            frames.close()
+
+    def cells_inside(self, obj: int, frame: int, plane: np.ndarray, box: Any, found: np.ndarray,
+                     boxes: list) -> list[int] | None:
+        """The two detections within one tracked mask (daughters that still touch)."""
+        if obj not in self.active or self.lineage[obj].first >= frame:
+            return None
+        return _cells_within(plane[box] == obj, box, found, boxes, self.settings)
 
     def sister_of(self, new: np.ndarray, plane: np.ndarray, present: dict[int, Any]) -> int | None:
         """The tracked object a new detection split from: near it, and just shrunk."""
@@ -436,6 +555,22 @@ class _Run:
             if fall >= s.division_shrink and size >= 0.5 * now and fall > best_fall:
                 best, best_fall = int(obj), fall
         return best
+
+
+def _cells_within(region: np.ndarray, box: Any, found: np.ndarray, boxes: list, s: TrackAllSettings) -> list[int] | None:
+    """Labels of the two largest detections lying within ``region`` (an object's mask in
+    ``box``), when the detector sees two cells where one object is tracked, else None."""
+    area = int(region.sum())
+    inside = found[box][region]
+    ids, counts = np.unique(inside[inside > 0], return_counts=True)
+    cells = []
+    for d, count in zip(ids.tolist(), counts.tolist()):
+        d_area = int((found[boxes[d - 1]] == d).sum())
+        if count >= (1.0 - s.max_covered) * d_area and count >= max(s.min_size, s.division_share * area, 1):
+            cells.append((count, d))
+    if len(cells) < 2:
+        return None
+    return [d for _, d in sorted(cells, reverse=True)[:2]]
 
 
 def _full(part: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
@@ -530,7 +665,8 @@ def track_all(
             break
         outputs = _apply_prompts(run, by_frame.pop(frame, []), frame, replayed_parents)
         if not run.active:
-            plane = np.zeros(shape, out.dtype) if outputs is None else logits_to_labels(outputs, shape, out.dtype)
+            outputs = {k: v for k, v in (outputs or {}).items() if frame <= run.ends.get(k, frame)}
+            plane = logits_to_labels(outputs, shape, out.dtype)
             run.process(frame, plane)  # may find new objects
             out[frame - first] = plane
             done.add(frame)
@@ -547,7 +683,7 @@ def track_all(
                 if f != frame and f in by_frame:
                     restart = f  # the user's prompts on this frame come first
                     break
-                outs = {k: v for k, v in outs.items() if k in run.active}
+                outs = {k: v for k, v in outs.items() if k in run.active and f <= run.ends.get(k, f)}
                 plane = logits_to_labels(outs, shape, out.dtype) if outs else np.zeros(shape, out.dtype)
                 added = run.process(f, plane)
                 out[f - first] = plane
