@@ -35,7 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..model.sam2 import Sam2
     from .models import LoadedModel
 
-__all__ = ["read_prompt_file", "GuardedFrames", "TrackStats", "track_frames", "TrackOptions", "TrackReport", "track_file"]
+__all__ = [
+    "read_prompt_file", "GuardedFrames", "TrackStats", "track_frames", "TrackOptions", "TrackReport", "track_file", "build_model",
+]
 
 
 def read_prompt_file(path: str | os.PathLike, shape: Sequence[int] | None = None) -> "PromptSet":
@@ -216,9 +218,7 @@ def track_file(
     what the user must see, such as that fallback.
     """
     from ..io.readers import check_readable, open_stack
-    from ..model.sam2 import Sam2
     from ..model.video import VideoSession
-    from .models import LoadedModel
 
     began = time.perf_counter()
     say = notify or (lambda message: None)
@@ -239,25 +239,7 @@ def track_file(
             say(note)
         prompt_set = read_prompt_file(prompts, selection.shape)
         first, last = resolve_range(options.frames, selection.shape[0])
-        if isinstance(model, Sam2):
-            net, description, used = model, f"{model.config.name} (given)", model.config.name
-        elif isinstance(model, LoadedModel):
-            net, description, used = model.model, model.choice.describe(), model.choice.name
-            if model.warning:
-                alert(model.warning)
-        else:
-            choice = (model or ModelChoice()).resolved(prompt_set)
-            if prompt_set.model and choice.name and choice.factory is None and choice.name != prompt_set.model:
-                say(f"the prompts were made with {prompt_set.model}; tracking with {choice.name}")
-            built = (loader or (lambda c: _load(c, progress)))(choice)
-            if isinstance(built, LoadedModel):
-                if built.warning:
-                    alert(built.warning)
-                net, choice = built.model, built.choice
-            else:
-                net = built
-            description, used = choice.describe(), choice.name or getattr(getattr(net, "config", None), "name", None)
-        description += f" on {net.device.type} at {net.image_size} px"
+        net, description, used = build_model(model, prompt_set, progress, loader, say, alert)
         say(f"tracking {selection.description}, frames {first}-{last}, with {description}")
         limits = options.contrast_limits or prompt_set.contrast_limits
         ids = [obj.id for obj in prompt_set.objects]
@@ -299,6 +281,41 @@ def track_file(
         model_name=used,
         warnings=tuple(warned),
     )
+
+
+def build_model(
+    model: "Sam2 | LoadedModel | ModelChoice | None",
+    prompts: "PromptSet | None",
+    progress: Progress | None,
+    loader: "Callable[[ModelChoice], Sam2 | LoadedModel] | None",
+    say: Callable[[str], None],
+    alert: Callable[[str], None],
+) -> "tuple[Sam2, str, str | None]":
+    """The network to run, its description for the user and the model name that really
+    ran; shared by the pipelines so that model choice, fallback and warnings agree."""
+    from ..model.sam2 import Sam2
+    from .models import LoadedModel
+
+    if isinstance(model, Sam2):
+        net, description, used = model, f"{model.config.name} (given)", model.config.name
+    elif isinstance(model, LoadedModel):
+        net, description, used = model.model, model.choice.describe(), model.choice.name
+        if model.warning:
+            alert(model.warning)
+    else:
+        choice = (model or ModelChoice()).resolved(prompts)
+        if prompts is not None and prompts.model and choice.name and choice.factory is None and choice.name != prompts.model:
+            say(f"the prompts were made with {prompts.model}; tracking with {choice.name}")
+        built = (loader or (lambda c: _load(c, progress)))(choice)
+        if isinstance(built, LoadedModel):
+            if built.warning:
+                alert(built.warning)
+            net, choice = built.model, built.choice
+        else:
+            net = built
+        description, used = choice.describe(), choice.name or getattr(getattr(net, "config", None), "name", None)
+    description += f" on {net.device.type} at {net.image_size} px"
+    return net, description, used
 
 
 def _load(choice: ModelChoice, progress: Progress | None) -> "LoadedModel":
