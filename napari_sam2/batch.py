@@ -1,7 +1,8 @@
 """Track many stacks on dask.distributed: one input per task, outputs written by the workers.
 
-A batch is a list of :class:`BatchJob` (input, prompt file, output), planned from
-paths, glob patterns and manifests by :func:`plan_batch`, then run by
+A batch is a list of :class:`BatchJob` (input, prompt file, output; seed labels when
+tracking everything, see :class:`TrackAllPlan`), planned from paths, glob patterns and
+manifests by :func:`plan_batch`, then run by
 :func:`run_batch` on a local cluster of worker processes (the default) or on an
 existing scheduler. Each worker process builds the model once and keeps it for every
 input it is given. A failing input is reported with its error and never stops the
@@ -30,11 +31,15 @@ from .tracking.choice import ModelChoice
 from .tracking.errors import UsageError, describe_error, expected_errors
 from .tracking.exports import output_name, resolve_format
 from .tracking.pipeline import TrackOptions, track_file
+from .tracking.track_all import TrackAllSettings
 
 __all__ = [
     "DEFAULT_PROMPTS",
     "BatchJob",
+    "TrackAllPlan",
     "JobResult",
+    "seed_labels_in",
+    "session_path",
     "input_stem",
     "read_manifest",
     "plan_batch",
@@ -53,11 +58,27 @@ _COMPOUND = (".ome.tiff", ".ome.tif", ".ome.zarr")
 
 @dataclass(frozen=True)
 class BatchJob:
-    """One input, its prompt file and where its export goes (absolute paths)."""
+    """One input, its prompt file and where its export goes (absolute paths).
+
+    When tracking everything, ``prompts`` may be None and ``seed_labels`` names the
+    input's labels image (None: automatic seeds).
+    """
 
     input: str
-    prompts: str
+    prompts: str | None
     output: str
+    seed_labels: str | None = None
+
+
+@dataclass(frozen=True)
+class TrackAllPlan:
+    """How a batch tracks everything instead of its prompt files' objects: ``auto``
+    (automatic seeds and new objects), the settings, and whether each input's session
+    file is written (:func:`session_path`)."""
+
+    auto: bool = False
+    settings: TrackAllSettings = TrackAllSettings()
+    save_sessions: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,7 @@ class JobResult:
     loaded_model: bool = False  # this task built its worker's model (the first one there did)
     model: str | None = None  # the model that ran ("demo" after a fallback from official weights)
     warnings: tuple[str, ...] = ()  # what the user must know, e.g. that fallback
+    summary: str | None = None  # tracking everything: tracks, new objects, divisions, ends, timings
 
     @property
     def ok(self) -> bool:
@@ -103,9 +125,10 @@ def _is_glob(text: str) -> bool:
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows ``{'input', 'prompts'?, 'output'?}`` of a manifest, paths resolved against its folder.
+    """Rows ``{'input', 'prompts'?, 'seed_labels'?, 'output'?}`` of a manifest, paths
+    resolved against its folder.
 
-    CSV needs a header with an ``input`` column (``prompts`` and ``output`` optional);
+    CSV needs a header with an ``input`` column (``prompts``, ``seed_labels`` and ``output`` optional);
     JSON is a list (or ``{"jobs": [...]}``) of such objects or of input paths; TXT is one
     input per line (``#`` starts a comment). Relative outputs are returned as written.
     """
@@ -138,24 +161,49 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or not isinstance(row.get("input"), str) or not row["input"]:
             raise UsageError(f"{path.name}, entry {number}: needs an 'input' path")
-        unknown = set(row) - {"input", "prompts", "output"}
+        unknown = set(row) - {"input", "prompts", "seed_labels", "output"}
         if unknown:
             raise UsageError(f"{path.name}, entry {number}: unknown field(s) {sorted(unknown)}")
         entry = {"input": str(base / Path(row["input"]).expanduser())}
-        if row.get("prompts"):
-            entry["prompts"] = str(base / Path(str(row["prompts"])).expanduser())
+        for key in ("prompts", "seed_labels"):
+            if row.get(key):
+                entry[key] = str(base / Path(str(row[key])).expanduser())
         if row.get("output"):
             entry["output"] = str(row["output"])
         out.append(entry)
     return out
 
 
-def _prompts_for(input_path: Path, template: str) -> Path:
+def _prompts_for(input_path: Path, template: str, what: str = "prompts") -> Path:
     try:
         text = template.format(stem=input_stem(input_path), name=input_path.name, dir=str(input_path.parent))
     except (KeyError, IndexError, ValueError):
-        raise UsageError(f"the prompts template {template!r} may only use {{stem}}, {{name}} and {{dir}}") from None
+        raise UsageError(f"the {what} template {template!r} may only use {{stem}}, {{name}} and {{dir}}") from None
     return Path(text).expanduser().absolute()
+
+
+_SEED_SUFFIXES = (".tif", ".tiff", ".npy")
+
+
+def seed_labels_in(folder: str | os.PathLike, input_path: str | os.PathLike) -> Path:
+    """The seed labels of an input in a folder of labels named like the inputs: the
+    input's own name (cells.tif), else its stem with .tif, .tiff or .npy (a video's
+    labels are TIFFs). When none exists, the own name (its job then says so)."""
+    folder = Path(folder).expanduser().absolute()
+    input_path = Path(input_path)
+    same = folder / input_path.name
+    if same.is_file():
+        return same
+    for suffix in _SEED_SUFFIXES:
+        candidate = folder / (input_stem(input_path) + suffix)
+        if candidate.is_file():
+            return candidate
+    return same
+
+
+def session_path(job: BatchJob) -> Path:
+    """Where a job's session file goes: ``<stem>.session.json`` next to its output."""
+    return Path(job.output).parent / f"{input_stem(job.input)}.session.json"
 
 
 def plan_batch(
@@ -163,18 +211,30 @@ def plan_batch(
     output_dir: str | os.PathLike | None = None,
     format: str = "tiff",
     prompts: str | None = None,
+    *,
+    track_all: bool = False,
+    seed_labels: str | None = None,
+    seed_labels_dir: str | os.PathLike | None = None,
 ) -> list[BatchJob]:
     """Jobs for inputs, glob patterns and manifests (.csv, .json, .txt).
 
     Each input's prompt file is the manifest's ``prompts`` entry, else ``prompts``: one
     file for every input or a template using ``{stem}``, ``{name}`` and ``{dir}``,
-    else :data:`DEFAULT_PROMPTS`. Outputs are the manifest's ``output`` (relative to
-    ``output_dir``), else ``output_dir/<stem>`` plus the format's suffix. Two inputs
-    writing the same output, or a pattern matching nothing, is an error.
+    else :data:`DEFAULT_PROMPTS` (with ``track_all``, prompts are optional: none unless
+    given). Seed labels (``track_all`` only) are the manifest's ``seed_labels``, else
+    ``seed_labels`` (a file or template as for prompts), else the input's file in
+    ``seed_labels_dir`` (:func:`seed_labels_in`), else none. Outputs are the manifest's
+    ``output`` (relative to ``output_dir``), else ``output_dir/<stem>`` plus the
+    format's suffix. Two inputs writing the same output, or a pattern matching
+    nothing, is an error.
     """
-    if format not in ("tiff", "ctc", "coco", "mattes"):
+    if format not in ("tiff", "ctc", "coco", "mattes", "geff"):
         resolve_format(format, "x")  # raises the usual message
-    template = prompts if prompts is not None else DEFAULT_PROMPTS
+    if seed_labels is not None and seed_labels_dir is not None:
+        raise UsageError("give the seed labels as a template or as a folder, not both")
+    if not track_all and (seed_labels is not None or seed_labels_dir is not None):
+        raise UsageError("seed labels are for tracking everything")
+    template = prompts if prompts is not None else None if track_all else DEFAULT_PROMPTS
     out_dir = None if output_dir is None else Path(output_dir).expanduser().absolute()
     entries: list[dict[str, str]] = []
     for source in sources:
@@ -194,7 +254,18 @@ def plan_batch(
     jobs: list[BatchJob] = []
     for entry in entries:
         input_path = Path(entry["input"]).expanduser().absolute()
-        prompt_path = Path(entry["prompts"]) if "prompts" in entry else _prompts_for(input_path, template)
+        prompt_path = (
+            Path(entry["prompts"]) if "prompts" in entry else None if template is None else _prompts_for(input_path, template)
+        )
+        seeds = None
+        if "seed_labels" in entry:
+            if not track_all:
+                raise UsageError(f"the manifest gives seed labels for {input_path.name}; they are for tracking everything")
+            seeds = Path(entry["seed_labels"])
+        elif seed_labels is not None:
+            seeds = _prompts_for(input_path, seed_labels, "seed labels")
+        elif seed_labels_dir is not None:
+            seeds = seed_labels_in(seed_labels_dir, input_path)
         if "output" in entry:
             output = Path(entry["output"]).expanduser()
             if not output.is_absolute():
@@ -206,7 +277,10 @@ def plan_batch(
             if out_dir is None:
                 raise UsageError("pass an output folder (--output-dir) for the inputs without an output in a manifest")
             output = out_dir / output_name(input_stem(input_path), format)
-        jobs.append(BatchJob(str(input_path), str(prompt_path.absolute()), str(output.absolute())))
+        jobs.append(BatchJob(
+            str(input_path), None if prompt_path is None else str(prompt_path.absolute()), str(output.absolute()),
+            None if seeds is None else str(seeds.absolute()),
+        ))
     seen: dict[str, str] = {}
     for job in jobs:
         if job.output in seen:
@@ -258,8 +332,12 @@ def run_job(
     overwrite: bool = False,
     skip_existing: bool = False,
     threads: Mapping[str, int] | None = None,
+    track_all: TrackAllPlan | None = None,
 ) -> JobResult:
     """Track one input and write its export; never raises (the error goes into the result).
+
+    ``track_all``: track everything (seeds from the job's labels and/or automatic) instead
+    of the prompt file's objects.
 
     ``threads`` maps worker addresses to the torch CPU threads their tasks should use
     (dask starts workers with one OpenMP thread, which would leave cores idle).
@@ -279,17 +357,28 @@ def run_job(
         return net
 
     try:
-        report = track_file(
-            job.input, job.prompts, job.output, format=format, model=model, options=options,
-            overwrite=overwrite, loader=loader,
-        )
+        if track_all is not None:
+            from .tracking.track_all_file import track_all_file
+
+            report: Any = track_all_file(
+                job.input, job.output, auto=track_all.auto, seed_labels=job.seed_labels, prompts=job.prompts,
+                settings=track_all.settings, format=format, model=model, options=options, overwrite=overwrite,
+                loader=loader, session_out=session_path(job) if track_all.save_sessions else None,
+            )
+        else:
+            if job.prompts is None:
+                raise UsageError("no prompt file for this input")
+            report = track_file(
+                job.input, job.prompts, job.output, format=format, model=model, options=options,
+                overwrite=overwrite, loader=loader,
+            )
     except Exception as exc:
         details = None if isinstance(exc, expected_errors()) else traceback.format_exc()
         return JobResult(job, "failed", describe_error(exc), details, time.perf_counter() - began, loaded_model=loaded, **where)
     return JobResult(
         job, "done", seconds=time.perf_counter() - began, frames=report.frames[1] - report.frames[0] + 1,
         objects=dict(report.object_frames), loaded_model=loaded, model=report.model_name,
-        warnings=report.warnings, **where,
+        warnings=report.warnings, summary=report.summary() if track_all is not None else None, **where,
     )
 
 
@@ -317,7 +406,7 @@ def prefetch_models(
     names = set()
     for job in jobs:
         try:
-            prompts = PromptSet.from_json(job.prompts)
+            prompts = None if job.prompts is None else PromptSet.from_json(job.prompts)
         except Exception:
             prompts = None
         names.add(model.resolved(prompts).name)
@@ -365,8 +454,11 @@ def run_batch(
     on_result: Callable[[JobResult], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    track_all: TrackAllPlan | None = None,
 ) -> list[JobResult]:
     """Run every job as one dask task and return the results in job order.
+
+    ``track_all``: track everything in each input (see :func:`run_job`).
 
     Uses ``client`` if given, else connects to ``scheduler``, else starts a local
     cluster of ``workers`` processes with ``threads_per_worker`` threads each (default:
@@ -408,7 +500,7 @@ def run_batch(
         for index, job in enumerate(jobs):
             key = f"napari-sam2-{index}-{input_stem(job.input)}-{os.urandom(4).hex()}"
             future = client.submit(
-                run_job, job, model, options, format, overwrite, skip_existing, threads, key=key, pure=False
+                run_job, job, model, options, format, overwrite, skip_existing, threads, track_all, key=key, pure=False
             )
             futures[future] = index
         results: list[JobResult | None] = [None] * len(jobs)

@@ -17,7 +17,7 @@ import textwrap
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import __version__, cli_values as values
 from .console import Console
@@ -26,6 +26,9 @@ from .tracking.errors import UsageError, describe_error, expected_errors, option
 from .tracking.exports import FORMATS
 from .tracking.pipeline import TrackOptions
 from .tracking.plan import DIRECTIONS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .tracking.track_all import TrackAllSettings
 
 __all__ = ["main", "build_parser"]
 
@@ -41,9 +44,22 @@ examples:
   napari-sam2 track stack.ome.tif -p p.json -o stack_RES --format ctc --axis T --at Z=12 --frames 0:200
   napari-sam2 track cells.tif -p p.json -o mattes --format mattes --feather 3 --overwrite
 
+Track everything (no prompt file needed):
+  napari-sam2 track movie.tif --auto -o movie_RES -f ctc
+  napari-sam2 track movie.tif --seed-labels cellpose.tif -o movie.geff --auto --redetect-every 10
+
 The prompt file is the JSON the plugin saves (version 1): per object, clicks, boxes or
 painted masks on chosen frames, in (row, col) pixels of the original frames. Output
 frame 0 is input frame START of --frames. Object ids are the label values.
+
+With --auto or --seed-labels every object is tracked, forward from the first frame of
+the range (START of --frames), where the seeds are: the objects of a labels image (its
+label values become the track ids) or those automatic mask generation finds. With
+--auto, new objects are searched for every --redetect-every frames. Objects below
+--min-size pixels for --end-after frames end; a mask that splits divides. CTC and GEFF
+exports record the divisions (res_track.txt parents, division edges); a prompt file
+given with --prompts is tracked along (its ids must differ from the seed labels).
+A session saved with --save-session is replayed by 'track -p SESSION.json'.
 """
 
 _BATCH_EXAMPLES = """\
@@ -53,13 +69,23 @@ examples:
   napari-sam2 batch jobs.csv -o results --format coco --scheduler tcp://10.0.0.5:8786
   napari-sam2 batch 'data/*.tif' -o results --skip-existing --report results/report.json
 
+  napari-sam2 batch 'data/*.tif' -o results --auto --format ctc
+  napari-sam2 batch 'data/*.tif' -o results --seed-labels-dir masks --format geff --save-sessions
+
 Inputs are files, folders, glob patterns (quote them) or manifests: a .csv with the
-columns input[,prompts][,output], a .json list of such objects, or a .txt with one
-input per line; manifest paths are relative to the manifest. Each input's prompt file
-is --prompts (one file, or a template with {stem}, {name}, {dir}), by default
-{dir}/{stem}.prompts.json next to the input. Outputs are named <stem>.labels.tif,
-<stem>_RES, <stem>.coco.json or <stem>_mattes. With --scheduler, the workers must see
-the same paths and have napari-sam2 installed.
+columns input[,prompts][,seed_labels][,output], a .json list of such objects, or a
+.txt with one input per line; manifest paths are relative to the manifest. Each
+input's prompt file is --prompts (one file, or a template with {stem}, {name}, {dir}),
+by default {dir}/{stem}.prompts.json next to the input. Outputs are named
+<stem>.labels.tif, <stem>_RES, <stem>.coco.json, <stem>_mattes or <stem>.geff. With
+--scheduler, the workers must see the same paths and have napari-sam2 installed.
+
+Track everything with --auto and/or seed labels: --seed-labels-dir DIR takes each
+input's labels from DIR, from a file of the input's name (DIR/cells.tif for
+cells.tif), else of its stem with .tif, .tiff or .npy; --seed-labels is a template
+like --prompts (e.g. '{dir}/{stem}_masks.tif'). Prompt files are then used only when
+--prompts (or a manifest) names them. --save-sessions writes <stem>.session.json next
+to each output.
 """
 
 
@@ -115,9 +141,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 def _track_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("tracking")
     group.add_argument(
-        "--direction", choices=DIRECTIONS, default="both",
+        "--direction", choices=DIRECTIONS,
         help="both (default): forward from the earliest prompted frame, then backward from it, so every frame gets "
-        "labels; forward: from the earliest prompted frame to the end; backward: from the latest to the start",
+        "labels; forward: from the earliest prompted frame to the end; backward: from the latest to the start "
+        "(tracking everything always runs forward)",
     )
     group.add_argument("--frames", type=values.frames, metavar="START:END", help="track and export only frames START..END-1 (either side may be left out)")
     group.add_argument("--axis", metavar="AXIS", help="the axis to walk: a letter of the file's axes (T, Z, ...) or an index (default: T, else Z)")
@@ -132,6 +159,55 @@ def _track_arguments(parser: argparse.ArgumentParser) -> None:
                        "(default: the prompt file's, else a robust estimate)")
     group.add_argument("--feather", type=values.feather, default=0.0, metavar="PX", help="soft matte edge radius in pixels (mattes only; default: 0, hard edges)")
     group.add_argument("--temp-dir", metavar="DIR", help="where the temporary label stack is kept while tracking (default: next to the output)")
+
+
+def _track_all_arguments(parser: argparse.ArgumentParser, batch: bool = False) -> None:
+    group = parser.add_argument_group(
+        "track everything", "every object, forward from the first frame of the range; new objects, ends, divisions"
+    )
+    group.add_argument(
+        "--auto", action="store_true",
+        help="find the objects by automatic mask generation: on the first frame of the range (unless seed labels are "
+        "given) and every --redetect-every frames after it",
+    )
+    if batch:
+        seeds = group.add_mutually_exclusive_group()
+        seeds.add_argument("--seed-labels", metavar="TEMPLATE",
+                           help="each input's seed labels: one file, or a template with {stem}, {name}, {dir} as --prompts")
+        seeds.add_argument("--seed-labels-dir", metavar="DIR",
+                           help="a folder of seed labels named like the inputs (DIR/<name>, else DIR/<stem>.tif, .tiff or .npy)")
+    else:
+        group.add_argument(
+            "--seed-labels", metavar="LABELS",
+            help="start from the objects of a labels image (one (H, W) plane, or a (T, H, W) stack of which the plane of "
+            "the first tracked frame is used); its label values become the track ids",
+        )
+    group.add_argument("--redetect-every", type=values.non_negative, metavar="K",
+                       help="with --auto, search for new objects every K frames (default: 5; 0: only on the first frame)")
+    group.add_argument("--min-size", type=values.non_negative, metavar="N",
+                       help="objects, new detections and division parts under N pixels are ignored (default: 20)")
+    group.add_argument("--end-after", type=values.positive, metavar="M",
+                       help="an object absent (under --min-size) on M frames in a row ends (default: 3)")
+    group.add_argument("--no-divisions", action="store_true", help="do not look for divisions")
+    group.add_argument("--points-per-side", type=values.positive, metavar="N",
+                       help="automatic detection: a grid of N x N points per frame (default: 32)")
+    group.add_argument("--pred-iou-thresh", type=values.fraction, metavar="X",
+                       help="automatic detection: keep masks whose predicted IoU is at least X (default: 0.8)")
+    group.add_argument("--stability-thresh", type=values.fraction, metavar="X",
+                       help="automatic detection: keep masks whose stability score is at least X (default: 0.9)")
+    if batch:
+        group.add_argument("--save-sessions", action="store_true",
+                           help="also write a session file (<stem>.session.json next to each output) that replays the run")
+    else:
+        group.add_argument("--save-session", metavar="JSON",
+                           help="also write a session file (prompt file with the lineage) that replays the run in the plugin")
+
+
+_TRACK_ALL_FLAGS = {
+    "redetect_every": "--redetect-every", "min_size": "--min-size", "end_after": "--end-after",
+    "no_divisions": "--no-divisions", "points_per_side": "--points-per-side", "pred_iou_thresh": "--pred-iou-thresh",
+    "stability_thresh": "--stability-thresh", "save_session": "--save-session", "save_sessions": "--save-sessions",
+}
 
 
 def _wrap(text: str) -> str:
@@ -160,22 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
     gui.set_defaults(handler=_gui)
 
     track = commands.add_parser(
-        "track", help="track the objects of a prompt file through one stack and export the labels",
+        "track", help="track the objects of a prompt file, or every object (--auto, --seed-labels), through one stack",
         formatter_class=raw, epilog=_TRACK_EXAMPLES,
         description=_wrap(
             "Track the objects of a prompt file through a stack (TIFF, OME-TIFF, video, image folder, .npy, "
-            "zarr) and export the labels. The stack is read lazily and the labels are written frame by frame, "
-            "so long stacks need little memory; the output appears only when it is complete."
+            "zarr) and export the labels; or, with --auto or --seed-labels, track every object forward from the "
+            "first frame of the range, with new objects, ends and divisions. The stack is read lazily and the "
+            "labels are written frame by frame, so long stacks need little memory; the output appears only when "
+            "it is complete."
         ),
     )
     track.add_argument("input", help="the stack or video")
-    track.add_argument("-p", "--prompts", metavar="JSON", help="the prompt file (default: <input stem>.prompts.json next to the input)")
+    track.add_argument("-p", "--prompts", metavar="JSON",
+                       help="the prompt file (default: <input stem>.prompts.json next to the input; with --auto or "
+                       "--seed-labels only when given)")
     track.add_argument("-o", "--output", required=True, metavar="OUT", help="the output file or folder")
     track.add_argument("-f", "--format", choices=tuple(FORMATS), help="; ".join(f"{k}: {v}" for k, v in FORMATS.items())
                        + " (default: from the output name, .tif = tiff, .json = coco)")
-    track.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    track.add_argument("--overwrite", action="store_true", help="replace an existing output (and session file)")
     _model_arguments(track)
     _track_arguments(track)
+    _track_all_arguments(track)
     _common(track)
     track.set_defaults(handler=_track)
 
@@ -203,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--report", metavar="JSON", help="also write the results (status, error, timing, worker) to this JSON file (replaced on each run)")
     _model_arguments(batch)
     _track_arguments(batch)
+    _track_all_arguments(batch, batch=True)
     _common(batch)
     batch.set_defaults(handler=_batch)
 
@@ -258,7 +340,7 @@ def _track_options(args: argparse.Namespace) -> TrackOptions:
     for part in args.at or []:
         held.update(part)
     return TrackOptions(
-        direction=args.direction,
+        direction=args.direction or "both",
         frames=args.frames,
         axis=args.axis,
         at=held or None,
@@ -271,6 +353,38 @@ def _track_options(args: argparse.Namespace) -> TrackOptions:
     )
 
 
+def _track_all_settings(args: argparse.Namespace, wanted: bool) -> "TrackAllSettings | None":
+    """The track-all settings of the command line, or None when it does not track everything
+    (then a track-all option is a mistake worth saying)."""
+    from .tracking.track_all import TrackAllSettings
+
+    if not wanted:
+        given = [flag for name, flag in _TRACK_ALL_FLAGS.items() if getattr(args, name, None) not in (None, False)]
+        if given:
+            raise UsageError(f"{given[0]} only applies when tracking everything (--auto or seed labels)")
+        return None
+    if args.direction not in (None, "forward"):
+        raise UsageError("tracking everything runs forward from the first frame of the range; drop --direction")
+    settings: dict[str, Any] = {
+        "redetect_every": args.redetect_every, "min_size": args.min_size, "end_after": args.end_after,
+        "points_per_side": args.points_per_side, "pred_iou_thresh": args.pred_iou_thresh,
+        "stability_score_thresh": args.stability_thresh,
+    }
+    if args.no_divisions:
+        settings["divisions"] = False
+    return TrackAllSettings(**{k: v for k, v in settings.items() if v is not None})
+
+
+def _has_lineage(path: str) -> bool:
+    """Whether a prompt file is a track-all session (then it is replayed as one); an
+    unreadable file says no here and is reported by the reader."""
+    try:
+        data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data.get("lineage"))
+
+
 def _track(args: argparse.Namespace, console: Console) -> int:
     from .tracking.exports import resolve_format
     from .tracking.pipeline import track_file
@@ -278,14 +392,22 @@ def _track(args: argparse.Namespace, console: Console) -> int:
     fmt = resolve_format(args.format, args.output)
     if args.feather and fmt != "mattes":
         raise UsageError("--feather only applies to --format mattes")
+    everything = args.auto or args.seed_labels is not None
     prompts = args.prompts
-    if prompts is None:
+    if prompts is None and not everything:
         from .batch import DEFAULT_PROMPTS, input_stem
 
         source = Path(args.input).expanduser().absolute()
         prompts = DEFAULT_PROMPTS.format(dir=source.parent, stem=input_stem(source), name=source.name)
         if not Path(prompts).is_file():
-            raise FileNotFoundError(f"no prompt file given and none next to the input ({prompts}); pass --prompts")
+            raise UsageError(
+                f"nothing to track: no prompt file given and none next to the input ({prompts}); "
+                "pass --prompts, or track every object with --auto or --seed-labels"
+            )
+    replay = not everything and _has_lineage(prompts)
+    settings = _track_all_settings(args, everything or replay)
+    if settings is not None:
+        return _track_everything(args, console, fmt, prompts, settings, replay)
     report = track_file(
         args.input, prompts, args.output, format=fmt, model=_model_choice(args),
         options=_track_options(args), overwrite=args.overwrite, progress=console.progress, notify=console.note,
@@ -301,14 +423,41 @@ def _track(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _track_everything(
+    args: argparse.Namespace, console: Console, fmt: str, prompts: str | None, settings: Any, replay: bool
+) -> int:
+    from .tracking.track_all_file import track_all_file
+
+    if replay:
+        console.note(f"{Path(prompts or '').name} is a track-all session: replaying it forward with its lineage")
+    report = track_all_file(
+        args.input, args.output, auto=args.auto, seed_labels=args.seed_labels, prompts=prompts, settings=settings,
+        format=fmt, model=_model_choice(args), options=_track_options(args), overwrite=args.overwrite,
+        progress=console.progress, notify=console.note, warn=console.warning, session_out=args.save_session,
+    )
+    console.close()
+    first, last = report.frames
+    print(f"wrote {report.output} ({report.format}, frames {first}-{last}) in {report.seconds:.1f} s")
+    print(report.summary())
+    if report.session is not None:
+        print(f"session: {report.session}")
+    return 0
+
+
 def _batch(args: argparse.Namespace, console: Console) -> int:
-    from .batch import format_summary, plan_batch, run_batch
+    from .batch import TrackAllPlan, format_summary, plan_batch, run_batch
 
     if args.scheduler and (args.workers or args.threads_per_worker != 1):
         raise UsageError("--workers and --threads-per-worker set up local workers; they do not apply with --scheduler")
     if args.feather and args.format != "mattes":
         raise UsageError("--feather only applies to --format mattes")
-    jobs = plan_batch(args.inputs, args.output_dir, args.format, args.prompts)
+    everything = args.auto or args.seed_labels is not None or args.seed_labels_dir is not None
+    settings = _track_all_settings(args, everything)
+    plan = None if settings is None else TrackAllPlan(args.auto, settings, args.save_sessions)
+    jobs = plan_batch(
+        args.inputs, args.output_dir, args.format, args.prompts, track_all=everything,
+        seed_labels=args.seed_labels, seed_labels_dir=args.seed_labels_dir,
+    )
     report_path = Path(args.report).expanduser() if args.report else None
     where = f"the scheduler at {args.scheduler}" if args.scheduler else "local workers"
     console.note(f"{len(jobs)} inputs on {where}")
@@ -326,6 +475,8 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
         done += 1
         for message in result.warnings:
             warn(message)
+        if result.summary:
+            console.note(f"{Path(result.job.input).name}: {result.summary}")
         if not result.ok:
             console.note(f"failed: {result.job.input}: {result.error}")
             if args.debug and result.details:
@@ -337,7 +488,7 @@ def _batch(args: argparse.Namespace, console: Console) -> int:
         jobs, model=_model_choice(args), options=_track_options(args), format=args.format,
         overwrite=args.overwrite, skip_existing=args.skip_existing, scheduler=args.scheduler,
         workers=args.workers, threads_per_worker=args.threads_per_worker, on_result=on_result,
-        progress=console.progress, warn=warn,
+        progress=console.progress, warn=warn, track_all=plan,
     )
     console.close()
     print(format_summary(results))
@@ -447,6 +598,7 @@ def _open_in(viewer: Any, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- errors
 _HINTS = {
+    "seed-labels": "see --seed-labels",
     "format": "choose one with --format",
     "overwrite": "use --overwrite to replace it",
     "device": "see --device",

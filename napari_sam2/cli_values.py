@@ -11,7 +11,7 @@ import argparse
 from .tracking.errors import UsageError
 from .tracking.selection import parse_frame_range
 
-__all__ = ["image_size", "non_negative", "positive", "feather", "contrast", "held", "frames"]
+__all__ = ["image_size", "non_negative", "positive", "fraction", "feather", "contrast", "held", "frames"]
 
 
 def image_size(text: str) -> int:
@@ -38,6 +38,16 @@ def positive(text: str) -> int:
     value = non_negative(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 

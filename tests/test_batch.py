@@ -16,17 +16,22 @@ import tifffile
 
 from napari_sam2.batch import (
     BatchJob,
+    TrackAllPlan,
     format_summary,
     input_stem,
     plan_batch,
     read_manifest,
     run_batch,
     run_job,
+    seed_labels_in,
+    session_path,
 )
 from napari_sam2.cli import main
 from napari_sam2.io.prompts import PromptSet
 from napari_sam2.sample_data import cells_timelapse
+from napari_sam2.io.ctc import read_ctc_tracks, validate_ctc
 from napari_sam2.tracking import ModelChoice, TrackOptions, UsageError, track_file
+from napari_sam2.tracking.track_all import TrackAllSettings
 
 from .miniature import miniature_model
 
@@ -208,3 +213,78 @@ def test_run_job_reports_errors_instead_of_raising(tmp_path):
     result = run_job(job, MODEL, TrackOptions(), "tiff")
     assert result.status == "failed" and "no such file or folder" in result.error and result.details is None
     assert not result.loaded_model and result.pid
+
+
+# ----------------------------------------------------------------------------- tracking everything
+def _seeded_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """Stacks a (5 frames) and b (4 frames) and a folder of seed labels named like them
+    (b's only by its stem, as .npy)."""
+    folder, seeds = tmp_path / "in", tmp_path / "seeds"
+    folder.mkdir()
+    seeds.mkdir()
+    for name, seed, frames in (("a", 1, 5), ("b", 2, 4)):
+        clip = cells_timelapse(num_frames=frames, size=64, seed=seed)
+        tifffile.imwrite(folder / f"{name}.tif", clip.image, metadata={"axes": "TYX"})
+    plane = np.zeros((64, 64), np.uint16)
+    plane[5:25, 5:25], plane[35:60, 30:60] = 3, 9
+    tifffile.imwrite(seeds / "a.tif", plane)
+    np.save(seeds / "b.npy", plane)
+    return folder, seeds
+
+
+def test_plan_batch_seed_labels(tmp_path):
+    folder, seeds = _seeded_inputs(tmp_path)
+    jobs = plan_batch([str(folder / "*.tif")], tmp_path / "out", "geff", track_all=True, seed_labels_dir=seeds)
+    assert [(Path(j.output).name, j.prompts, Path(j.seed_labels).name) for j in jobs] == [
+        ("a.geff", None, "a.tif"), ("b.geff", None, "b.npy"),  # no prompt files unless asked for
+    ]
+    assert seed_labels_in(seeds, folder / "c.tif") == seeds / "c.tif"  # none: its job names the missing file
+    templ = plan_batch([str(folder / "a.tif")], tmp_path / "out", "ctc", prompts="{dir}/{stem}.json", track_all=True,
+                       seed_labels=str(tmp_path / "m" / "{stem}_masks.tif"))
+    assert templ[0].seed_labels == str(tmp_path / "m" / "a_masks.tif") and templ[0].prompts == str(folder / "a.json")
+    auto = plan_batch([str(folder / "a.tif")], tmp_path / "out", track_all=True)
+    assert auto[0].seed_labels is None and auto[0].prompts is None
+    assert session_path(auto[0]) == tmp_path / "out" / "a.session.json"
+    (tmp_path / "jobs.csv").write_text("input,seed_labels\nin/a.tif,seeds/b.npy\n")
+    rows = plan_batch([str(tmp_path / "jobs.csv")], tmp_path / "out", track_all=True)
+    assert rows[0].seed_labels == str(seeds / "b.npy")
+    with pytest.raises(UsageError, match="for tracking everything"):
+        plan_batch([str(tmp_path / "jobs.csv")], tmp_path / "out")
+    with pytest.raises(UsageError, match="not both"):
+        plan_batch([str(folder / "a.tif")], tmp_path / "out", track_all=True, seed_labels="x.tif", seed_labels_dir=seeds)
+
+
+def test_run_job_tracks_everything_and_reports_bad_seeds(tmp_path):
+    folder, seeds = _seeded_inputs(tmp_path)
+    jobs = plan_batch([str(folder / "*.tif")], tmp_path / "out", "ctc", track_all=True, seed_labels_dir=seeds)
+    plan = TrackAllPlan(settings=TrackAllSettings(divisions=False), save_sessions=True)
+    result = run_job(jobs[0], MODEL, OPTIONS, "ctc", track_all=plan)
+    assert result.status == "done" and result.summary.startswith("2 tracks: 2 seeded") and result.frames == 5
+    assert set(result.objects) == {3, 9} and json.loads(json.dumps(result.to_dict()))["summary"] == result.summary
+    assert {t.label for t in validate_ctc(result.job.output)} == {3, 9}
+    assert PromptSet.from_json(session_path(jobs[0])).lineage.ids == [3, 9]
+    np.save(seeds / "b.npy", np.zeros((32, 32), np.uint16))  # another size than b.tif's frames
+    failed = run_job(jobs[1], MODEL, OPTIONS, "ctc", track_all=plan)
+    assert failed.status == "failed" and "b.npy" in failed.error and "32x32 pixels" in failed.error
+    assert not Path(jobs[1].output).exists() and not session_path(jobs[1]).exists()
+
+
+def test_batch_command_tracks_everything(cluster, tmp_path, capsys):
+    folder, seeds = _seeded_inputs(tmp_path)
+    out = tmp_path / "res"
+    argv = ["batch", str(folder / "*.tif"), "-o", str(out), "-f", "ctc", "--seed-labels-dir", str(seeds), "--auto",
+            "--pred-iou-thresh", "0", "--stability-thresh", "0", "--points-per-side", "4", "--redetect-every", "2",
+            "--save-sessions", "--model-factory", FACTORY, "--fill-holes", "0", "--threads", "1",
+            "--scheduler", cluster.scheduler_address]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "2 inputs: 2 done, 0 failed" in captured.out
+    assert "a.tif: " in captured.err and "tracks:" in captured.err and "per detection" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["a.session.json", "a_RES", "b.session.json", "b_RES"]
+    for name in "ab":
+        tracks = read_ctc_tracks(out / f"{name}_RES")
+        assert {3, 9} <= {t.label for t in tracks}
+        assert {t.id for t in PromptSet.from_json(out / f"{name}.session.json").lineage} <= {t.label for t in tracks}
+    # a track-all flag without seeds or --auto is a usage error
+    assert main(["batch", str(folder / "*.tif"), "-o", str(out), "--end-after", "2", "-q"]) == 2
+    assert "--end-after only applies when tracking everything" in capsys.readouterr().err

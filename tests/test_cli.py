@@ -398,7 +398,7 @@ def test_prompt_errors_name_file_object_and_frame(data, capsys, tmp_path, clip):
     lonely = tmp_path / "lonely.tif"
     shutil.copy(stack, lonely)
     code, err = _run(capsys, "track", str(lonely), "-o", out, *FAST)
-    assert code == 1 and "lonely.prompts.json" in err and "pass --prompts" in err
+    assert code == 2 and "lonely.prompts.json" in err and "pass --prompts" in err  # nothing to track: usage
     assert not Path(out).exists()
 
 

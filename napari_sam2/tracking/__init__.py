@@ -3,7 +3,8 @@
 One job per module: ``axes`` (N-D stacks as frames), ``selection`` (frames of a file),
 ``choice`` and ``models`` (which model, and loading it), ``plan`` (propagation passes),
 ``labels`` (logits -> label planes), ``stores`` (where planes go), ``exports``,
-``pipeline`` (track a file), ``prompts`` (what the engine was told), ``interactive``
+``pipeline`` (track a file), ``track_all`` and ``track_all_file`` (track every
+object, in a session or a file), ``prompts`` (what the engine was told), ``interactive``
 (a session driven by edits) and ``scheduler`` (which job runs next). Names are
 imported on first use, so importing this package does not import torch.
 """
@@ -58,6 +59,9 @@ _LAZY = {
     "TrackReport": ".pipeline",
     "track_frames": ".pipeline",
     "track_file": ".pipeline",
+    "TrackAllReport": ".track_all_file",
+    "read_seed_labels": ".track_all_file",
+    "track_all_file": ".track_all_file",
 }
 
 __all__ = sorted(_LAZY)
