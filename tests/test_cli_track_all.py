@@ -160,6 +160,38 @@ def test_divisions_reach_res_track_geff_and_the_session_file(data, tmp_path):
     assert saved.model is None, "a factory's model has no name to replay"
 
 
+class _TwoCellsFromFrame1:
+    """A stand-in detector: one cell on frame 0, two halves of the frame from frame 1 on
+    (inside the random model's mask, which covers most of the frame), so detection on
+    frame 2 finds a division that track-all dates back to frame 1 and relabels there."""
+
+    def __init__(self, model, frames, settings, contrast_limits=None, precision="auto") -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def __call__(self, frame: int) -> np.ndarray:
+        plane = np.zeros((SIZE, SIZE), np.uint32)
+        if frame == 0:
+            plane[5:25, 5:25] = 1
+        else:
+            plane[: SIZE // 2 - 1], plane[SIZE // 2 + 1 :] = 1, 2
+        return plane
+
+
+def test_frames_track_all_revises_are_read_back_and_counted_again(data, tmp_path, monkeypatch):
+    from napari_sam2.tracking import track_all
+
+    monkeypatch.setattr(track_all, "AutomaticDetector", _TwoCellsFromFrame1)
+    stack, _ = data
+    settings = TrackAllSettings(redetect_every=2, min_size=5, max_area_share=1.0)
+    report = track_all_file(stack, tmp_path / "dated_RES", format="ctc", auto=True, model=miniature_model(),
+                            options=TrackOptions(fill_holes=0), settings=settings)
+    assert report.divisions >= 1 and report.lineage[1].last == 0, "the division is dated back to frame 1"
+    assert _ctc_consistent(tmp_path / "dated_RES") == report.lineage.parents()
+    masks = [tifffile.imread(tmp_path / "dated_RES" / f"mask{t:03d}.tif") for t in range(FRAMES)]
+    counted = {obj: sum(int((m == obj).any()) for m in masks) for obj in report.lineage.ids}
+    assert report.object_frames == counted
+
+
 def test_session_file_replays_from_the_command_line(data, tmp_path, capsys):
     stack, seeds = data
     first, session = tmp_path / "first.tif", tmp_path / "session.json"

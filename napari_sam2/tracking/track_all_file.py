@@ -129,13 +129,17 @@ def read_seed_labels(
 
 class _CountingStore:
     """The label store as track-all's ``out``: writes each plane and notes which ids it
-    holds, so the report can say how many frames each track has without reading back."""
+    holds, so the report can say how many frames each track has without reading the
+    store back (a frame written again, when track-all revises it, is counted anew)."""
 
     def __init__(self, array: Any) -> None:
         self.array = array
         self.dtype = np.dtype(array.dtype)
         self.shape = tuple(array.shape)
         self.ids: dict[int, np.ndarray] = {}  # frame -> ids on it
+
+    def __getitem__(self, index: Any) -> np.ndarray:  # track-all reads frames back to revise them
+        return self.array[index]
 
     def __setitem__(self, index: int, plane: np.ndarray) -> None:
         self.array[index] = plane
