@@ -83,3 +83,17 @@ def test_bad_input(clip) -> None:
     with pytest.raises(ValueError, match="division_tolerance"):
         tracking_scores(clip.labels, {}, clip.labels, {}, division_tolerance=-1)
     assert TrackingScores(1, 1, 1, 0, 0, 0, 0).division_recall == 1.0
+
+
+def test_an_empty_result_scores_zero_instead_of_failing():
+    import numpy as np
+
+    from napari_sam2.training.tracking_metrics import tracking_scores
+
+    truth = np.zeros((3, 16, 16), np.uint16)
+    truth[0, 2:6, 2:6] = 1
+    truth[1:, 2:6, 2:6] = 2
+    truth[1:, 9:13, 9:13] = 3
+    scores = tracking_scores(np.zeros_like(truth), None, truth, {2: 1, 3: 1})
+    assert (scores.det, scores.seg, scores.tra) == (0.0, 0.0, 0.0)
+    assert scores.divisions_true == 1 and scores.divisions_found == 0

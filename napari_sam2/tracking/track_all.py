@@ -538,12 +538,14 @@ class _Run:
         return _cells_within(plane[box] == obj, box, found, boxes, self.settings)
 
     def sister_of(self, new: np.ndarray, plane: np.ndarray, present: dict[int, Any]) -> int | None:
-        """The tracked object a new detection split from: near it, and just shrunk."""
+        """The tracked object a new detection split from: near it, just shrunk, and the
+        two together about as large as it was. An object at the frame's edge shrinks by
+        leaving, so it is never taken for a mother here."""
         s = self.settings
         grown = ndimage.binary_dilation(new, iterations=max(s.division_gap, 1))
         best, best_fall = None, 0.0
         for obj in np.unique(plane[grown & ~new]).tolist():
-            if obj == 0 or obj not in present:
+            if obj == 0 or obj not in present or _touches_edge(plane[present[obj]] == obj, present[obj], plane.shape):
                 continue
             history = self.areas.get(obj)
             if not history or len(history) < 2:
@@ -552,7 +554,8 @@ class _Run:
             now = float(history[-1])
             fall = 1.0 - now / before if before > 0 else 0.0
             size = float(new.sum())
-            if fall >= s.division_shrink and size >= 0.5 * now and fall > best_fall:
+            conserved = 0.6 * before <= now + size <= 1.5 * before
+            if fall >= s.division_shrink and size >= 0.5 * now and conserved and fall > best_fall:
                 best, best_fall = int(obj), fall
         return best
 
@@ -571,6 +574,17 @@ def _cells_within(region: np.ndarray, box: Any, found: np.ndarray, boxes: list, 
     if len(cells) < 2:
         return None
     return [d for _, d in sorted(cells, reverse=True)[:2]]
+
+
+def _touches_edge(region: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> bool:
+    """Whether a mask (``region`` within ``box``) has a pixel on the frame's border."""
+    rows, cols = box[0], box[1]
+    return bool(
+        (rows.start == 0 and region[0].any())
+        or (cols.start == 0 and region[:, 0].any())
+        or (rows.stop == shape[0] and region[-1].any())
+        or (cols.stop == shape[1] and region[:, -1].any())
+    )
 
 
 def _full(part: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:

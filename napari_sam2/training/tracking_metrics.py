@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from ..io.ctc import write_ctc
 
 __all__ = ["TrackingScores", "tracking_scores"]
@@ -95,6 +97,11 @@ def tracking_scores(
     r_shape, t_shape = tuple(result_labels.shape), tuple(truth_labels.shape)
     if r_shape != t_shape:
         raise ValueError(f"result labels {r_shape} and truth labels {t_shape} must have the same shape")
+    if not any(np.asarray(result_labels[t]).any() for t in range(r_shape[0])):
+        # nothing found: the measures' own code cannot read a result without tracks
+        mothers = [m for m in _parents(truth_lineage).values() if m]
+        truth_divisions = sum(1 for m in set(mothers) if mothers.count(m) >= 2)
+        return TrackingScores(0.0, 0.0, 0.0, truth_divisions, 0, 0, int(division_tolerance))
     with tempfile.TemporaryDirectory(prefix="ctc-scores-") as tmp:
         res, gt = Path(tmp) / "res", Path(tmp) / "gt"
         write_ctc(res, result_labels, parents=_parents(result_lineage))
