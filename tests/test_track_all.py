@@ -257,3 +257,15 @@ def test_propagating_some_objects_leaves_the_others_alone():
             session.propagate(obj_ids=[9])
         forward = dict(session.propagate(start=0))
         assert set(forward[3]) == {1, 2}
+
+
+def test_automatic_seeds_skip_what_the_user_prompted_and_never_reuse_their_ids():
+    labels, parents = _scene()
+    prompts = PromptSet()
+    prompts.set_prompt(1, 0, points=[(20, 20)], labels=[1])  # cell 1, clicked, id 1
+    out = np.zeros(labels.shape, np.uint16)
+    result = track_all(OracleSession(labels, parents), out, 0, 3, prompts=prompts, detector=OracleDetector(labels),
+                       settings=TrackAllSettings(redetect_every=0, min_size=10))
+    assert result.seeded == 1  # cell 2 only: cell 1 is the user's
+    assert set(np.unique(out[0])) == {0, 1, 2}
+    assert (out[0][labels[0] == 1] == 1).all() and (out[0][labels[0] == 2] == 2).all()

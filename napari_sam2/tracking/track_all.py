@@ -610,7 +610,9 @@ def track_all(
     """Track every object from frame ``first`` to ``last`` and write labels to ``out``.
 
     ``session``: a :class:`~napari_sam2.model.VideoSession` with no objects yet.
-    ``out[t - first]`` receives the labels of frame ``t`` (numpy, zarr, memory map).
+    ``out[t - first]`` receives the labels of frame ``t`` (numpy, zarr, a writable memory
+    map); it must be readable too, since dating a division back or tracking a new object
+    back revises frames already written.
     Seeds on ``first``: ``seeds`` (a labels plane, see :func:`seed_plane`), else what
     ``detector`` finds there. ``prompts``: objects the user prompted, tracked with the
     rest from their first prompted frame on; when it carries a lineage, its tracks end
@@ -650,18 +652,36 @@ def track_all(
         progress("seeding", 0, 1)
     t0 = time.perf_counter()
     plane0 = None
+    automatic = False
     if seeds is not None:
         plane0 = seed_plane(seeds, shape, user_ids)
+        run.reserve([int(plane0.max())])
     elif detector is not None and recorded is None:
         plane0 = np.asarray(detector(first))
         result.detections += 1
+        automatic = True
     if plane0 is not None:
-        run.reserve([int(plane0.max())])
+        prompted = None
+        if automatic and first in by_frame:
+            # what the user prompted on this frame is not found a second time
+            prompted = logits_to_labels(_apply_prompts(run, by_frame.pop(first), first, replayed_parents) or {},
+                                        shape, np.uint32)
         boxes = ndimage.find_objects(plane0)
         for index, box in enumerate(boxes):
-            if box is not None:
-                run.start(index + 1, first, _full(plane0[box] == index + 1, box, shape), painted=False)
-                result.seeded += 1
+            if box is None:
+                continue
+            mask = plane0[box] == index + 1
+            if prompted is not None:
+                taken = prompted[box] > 0
+                if int((mask & taken).sum()) > settings.max_covered * int(mask.sum()):
+                    continue
+                mask &= ~taken
+                if int(mask.sum()) < max(settings.min_size, 1):
+                    continue
+            # automatic seeds are numbered after the user's ids; seed labels keep theirs
+            obj = run.new_id() if automatic else index + 1
+            run.start(obj, first, _full(mask, box, shape), painted=False)
+            result.seeded += 1
     result.seconds_seeding = time.perf_counter() - t0
     if detector is not None and plane0 is not None and seeds is None:
         result.seconds_detecting += result.seconds_seeding
@@ -726,16 +746,17 @@ def track_all(
 
 def _apply_prompts(run: _Run, todo: list, frame: int, parents: Mapping[int, int]) -> dict | None:
     """The user's prompts on ``frame``; returns the engine's outputs there, if any."""
-    outputs = None
+    outputs: dict | None = None
     for obj, prompt in todo:
         points = [[float(r), float(c)] for r, c in prompt.points]
         if prompt.mask is not None:
-            outputs = run.session.add_mask(frame, obj.id, prompt.mask)
+            answer = run.session.add_mask(frame, obj.id, prompt.mask)
         elif prompt.box is not None:
             extra = {"points": points, "labels": list(prompt.labels)} if points else {}
-            outputs = run.session.add_box(frame, obj.id, box=tuple(prompt.box), **extra)
+            answer = run.session.add_box(frame, obj.id, box=tuple(prompt.box), **extra)
         else:
-            outputs = run.session.add_points(frame, obj.id, points=points, labels=list(prompt.labels))
+            answer = run.session.add_points(frame, obj.id, points=points, labels=list(prompt.labels))
+        outputs = {**(outputs or {}), **answer}
         if obj.id not in run.lineage:
             run.lineage.add(Track(obj.id, frame, frame, parents.get(obj.id, 0)))
         run.join(obj.id, frame)
