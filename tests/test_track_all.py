@@ -269,3 +269,10 @@ def test_automatic_seeds_skip_what_the_user_prompted_and_never_reuse_their_ids()
     assert result.seeded == 1  # cell 2 only: cell 1 is the user's
     assert set(np.unique(out[0])) == {0, 1, 2}
     assert (out[0][labels[0] == 1] == 1).all() and (out[0][labels[0] == 2] == 2).all()
+
+
+def test_an_intensity_image_given_as_seed_labels_is_refused():
+    clip = fluorescence_clip(1_000_103, num_frames=1, size=64)
+    with pytest.raises(UsageError, match="do not look like a labels image"):
+        seed_plane(clip.image[0], (64, 64))
+    seed_plane(clip.labels[0], (64, 64))  # the truth's labels are fine

@@ -175,6 +175,12 @@ def seed_plane(labels: Any, frame_shape: tuple[int, int], taken: Iterable[int] =
         raise UsageError("the seed labels image is empty: no pixel has a label above 0", option="seed-labels")
     if int(ids[-1]) > _MAX_ID:
         raise UsageError(f"seed label {int(ids[-1])} is above {_MAX_ID}, the largest track id", option="seed-labels")
+    if not _looks_like_labels(arr):
+        raise UsageError(
+            "the seed labels do not look like a labels image: neighbouring pixels rarely share a label. "
+            "Is it the image itself? Give a segmentation (one integer per object, 0 = background)",
+            option="seed-labels",
+        )
     clash = sorted(set(ids.tolist()) & {int(i) for i in taken})
     if clash:
         shown = ", ".join(map(str, clash[:10])) + (" ..." if len(clash) > 10 else "")
@@ -183,6 +189,17 @@ def seed_plane(labels: Any, frame_shape: tuple[int, int], taken: Iterable[int] =
             option="seed-labels",
         )
     return arr.astype(np.uint32, copy=False)
+
+
+def _looks_like_labels(plane: np.ndarray) -> bool:
+    """Objects are regions: in a labels image most neighbouring object pixels share their
+    label, while in intensities (a wrong file) neighbours rarely have equal values."""
+    same = total = 0
+    for a, b in ((plane[1:, :], plane[:-1, :]), (plane[:, 1:], plane[:, :-1])):
+        inside = (a > 0) | (b > 0)
+        total += int(inside.sum())
+        same += int((inside & (a == b)).sum())
+    return total == 0 or same >= 0.5 * total
 
 
 def non_overlapping(masks: np.ndarray, min_size: int, max_area: int | None = None) -> np.ndarray:
