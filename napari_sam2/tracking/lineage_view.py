@@ -30,6 +30,7 @@ __all__ = [
     "plane_centroids",
     "centroid_rows",
     "relabel_rows",
+    "join_rows",
     "replace_rows",
     "tracks_graph",
     "lineage_roots",
@@ -111,6 +112,13 @@ def _sorted(rows: np.ndarray) -> np.ndarray:
 def centroid_rows(planes: Iterable[tuple[int, Any]]) -> np.ndarray:
     """Centroid rows of ``(frame, plane)`` pairs, read one plane at a time."""
     parts = [plane_centroids(plane, frame) for frame, plane in planes]
+    parts = [p for p in parts if len(p)]
+    return _sorted(np.concatenate(parts)) if parts else _empty_rows()
+
+
+def join_rows(parts: Iterable[np.ndarray]) -> np.ndarray:
+    """One sorted table from per-frame centroid rows (as a run reports them)."""
+    parts = [np.asarray(p, float).reshape(-1, 4) for p in parts]
     parts = [p for p in parts if len(p)]
     return _sorted(np.concatenate(parts)) if parts else _empty_rows()
 

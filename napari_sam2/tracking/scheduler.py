@@ -45,7 +45,7 @@ class JobScheduler:
         self.propagation: PropagationRequest | None = None
         self.load_failed = False
         self.settings_changed = False
-        self.running = ""  # kind of the running job: "", "load", "sync" or "propagate"
+        self.running = ""  # kind of the running job: "", "load", "sync", "propagate" or "track_all"
 
     # ------------------------------------------------------------------ requests
     @property
@@ -74,8 +74,8 @@ class JobScheduler:
         return request
 
     def cancellable(self) -> bool:
-        """Loads and propagations can be cancelled; a sync is short and finishes."""
-        return self.running in ("load", "propagate")
+        """Loads, propagations and track-all runs can be cancelled; a sync is short and finishes."""
+        return self.running in ("load", "propagate", "track_all")
 
     # ------------------------------------------------------------------ model settings
     def settings_edited(self, same_as_loaded: bool, loaded: bool) -> None:

@@ -289,7 +289,8 @@ class Sam2Controller:
             prompts = self.prompts(self.geometry())
         except ValueError:
             prompts = {}
-        return object_rows(t.registry, prompts, self.object_color)
+        record = t.track_record
+        return object_rows(t.registry, prompts, self.object_color, record.lineage if record is not None else None)
 
     # ------------------------------------------------------------------ objects
     def new_object(self) -> int:
@@ -392,6 +393,39 @@ class Sam2Controller:
         t.labels.refresh()
         self.on_objects_changed()
         self.on_prompts_changed()
+
+    def relabel_prompts(self, old: int, new: int, from_frame: int = 0) -> bool:
+        """Clicks, boxes and hand edits of ``old`` on frames from ``from_frame`` on now
+        belong to ``new`` (after a merge or a split of tracks); True if any moved."""
+        t = self.target
+        if t is None:
+            return False
+        geometry = self.geometry()
+        changed = False
+        for layer in (t.points, t.boxes):
+            if not len(layer.data) or OBJECT not in layer.features:
+                continue
+            rows = []
+            for i, (coord, o) in enumerate(zip(first_vertices(layer), layer.features[OBJECT])):
+                frame = geometry.locate(coord)[0]
+                if int(o) == old and frame is not None and frame >= from_frame:
+                    rows.append(i)
+            if rows:
+                features = layer.features.copy()
+                features.loc[features.index[rows], OBJECT] = int(new)
+                layer.features = features
+                changed = True
+        for (plane, obj) in list(t.painted):
+            frame = geometry.frame_of_plane(plane)
+            if obj == old and frame is not None and frame >= from_frame:
+                t.painted[(plane, int(new))] = t.painted.pop((plane, obj))
+                changed = True
+        if changed:
+            t.registry.ensure(int(new))
+            self._refresh_prompt_colors()
+            self.on_objects_changed()
+            self.on_prompts_changed()
+        return changed
 
     def toggle_polarity(self) -> bool:
         """Swap what a plain click adds (positive <-> negative); returns the new state."""

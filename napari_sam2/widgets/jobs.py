@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
-__all__ = ["JobOutcome", "Cancelled", "function_job", "load_job", "propagate_job"]
+__all__ = ["JobOutcome", "Cancelled", "function_job", "load_job", "propagate_job", "reporting_job"]
 
 
 class Cancelled(Exception):
@@ -110,3 +110,39 @@ def propagate_job(frames: Any, cancel: threading.Event) -> Generator[Any, None, 
         return outcome
     finally:
         frames.close()
+
+
+def reporting_job(run: Callable[[Callable[[Any], None]], Any], interval: float = 0.05) -> Generator[list[Any], None, JobOutcome]:
+    """Run ``run(report)`` on a helper thread and yield what it reports, in batches.
+
+    For a library call that reports as it goes (track-all hands over each frame it
+    writes): every report is delivered in order, at most ~20 batches a second reach the
+    GUI, and whatever was reported before a cancel or an error is delivered too. The
+    outcome carries ``run``'s return value; ``cancelled`` is read from its ``cancelled``.
+    """
+    import queue
+
+    reports: "queue.Queue[Any]" = queue.Queue()
+
+    def drain() -> list[Any]:
+        batch = []
+        while True:
+            try:
+                batch.append(reports.get_nowait())
+            except queue.Empty:
+                return batch
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam2-report") as pool:
+        future = pool.submit(run, reports.put)
+        while True:
+            finished = _wait(future, interval)
+            batch = drain()
+            if batch:
+                yield batch
+            if finished:
+                break
+        try:
+            value = future.result()
+        except Exception as exc:
+            return _failure(exc)
+    return JobOutcome(value, cancelled=bool(getattr(value, "cancelled", False)))

@@ -39,7 +39,7 @@ KEY_ACTIONS: tuple[KeyAction, ...] = (
     KeyAction("next_object", (".",), "SAM 2: next object", lambda panel: panel.step_object(1)),
     KeyAction("previous_object", (",",), "SAM 2: previous object", lambda panel: panel.step_object(-1)),
     KeyAction("propagate", ("G",), "SAM 2: propagate every object", lambda panel: panel.propagate()),
-    KeyAction("cancel", ("Escape",), "SAM 2: cancel propagation or download", lambda panel: panel.cancel()),
+    KeyAction("cancel", ("Escape",), "SAM 2: cancel propagation, Track all or download", lambda panel: panel.cancel()),
 )
 
 # the open panels; an action runs on the one docked in the viewer it was pressed in

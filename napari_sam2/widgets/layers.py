@@ -67,6 +67,25 @@ class Target:
         """(plane, object) -> edit generation: planes the user painted an object on."""
         return self.state.setdefault("painted", {})
 
+    @property
+    def track_record(self) -> Any:
+        """What the last track-all run made (a ``TrackAllResult``: lineage and the mask
+        each track started from), kept up to date by lineage edits; None before a run."""
+        return self.state.get("track_all")
+
+    @track_record.setter
+    def track_record(self, record: Any) -> None:
+        self.state["track_all"] = record
+
+    @property
+    def track_rows(self) -> np.ndarray | None:
+        """Centroid rows ``(id, t, y, x)`` of the tracked slice (the Tracks layer's data)."""
+        return self.state.get("track_rows")
+
+    @track_rows.setter
+    def track_rows(self, rows: np.ndarray | None) -> None:
+        self.state["track_rows"] = rows
+
 
 def image_data(image: Any) -> Any:
     """The full-resolution array of an image layer."""

@@ -5,14 +5,14 @@ A mixin of :class:`~.widget.Sam2Widget`.
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QItemSelectionModel, Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import QFileDialog, QTableWidgetItem
 
 from napari_sam2.io.prompts import PromptSet
 
 from .notes import notify
-from .prompt_files import export_prompts, import_prompts
+from .prompt_files import import_prompts, session_prompts
 
 __all__ = ["ObjectActions"]
 
@@ -30,10 +30,16 @@ class ObjectActions:
         self._objects_timer.start()
 
     def refresh_objects(self) -> None:
-        """Rebuild the object list (ids, colours, names, prompted frames)."""
+        """Rebuild the object list (ids, colours, names, prompted frames, lineage).
+
+        Rows chosen together (Ctrl+click, for lineage edits) stay chosen while the current
+        object is one of them; otherwise only the current object's row is selected.
+        """
         rows = self.controller.object_rows()
         current = self.controller.current_object
         table = self.object_table
+        before = self._chosen_ids()
+        keep = before if current in before else {current}
         table.blockSignals(True)
         table.setRowCount(len(rows))
         for i, row in enumerate(rows):
@@ -44,25 +50,43 @@ class ObjectActions:
             name_item.setData(Qt.UserRole, row.obj_id)
             frames_item = QTableWidgetItem(row.frames)
             frames_item.setFlags(frames_item.flags() & ~Qt.ItemIsEditable)
+            lineage_item = QTableWidgetItem(row.lineage)
+            lineage_item.setFlags(lineage_item.flags() & ~Qt.ItemIsEditable)
+            lineage_item.setData(Qt.UserRole, row.obj_id)
+            if row.track:
+                lineage_item.setToolTip(f"track {row.obj_id}: {row.track}")
             table.setItem(i, 0, id_item)
             table.setItem(i, 1, name_item)
             table.setItem(i, 2, frames_item)
+            table.setItem(i, 3, lineage_item)
+        table.setColumnHidden(3, not any(row.track for row in rows))
+        selection = table.selectionModel()
+        selection.clearSelection()
+        for i, row in enumerate(rows):
+            if row.obj_id in keep:
+                selection.select(table.model().index(i, 0), QItemSelectionModel.Select | QItemSelectionModel.Rows)
             if row.obj_id == current:
-                table.selectRow(i)
-        if current not in [r.obj_id for r in rows]:
-            table.clearSelection()
+                selection.setCurrentIndex(table.model().index(i, 0), QItemSelectionModel.NoUpdate)
         table.blockSignals(False)
         self.positive_radio.blockSignals(True)
         self.positive_radio.setChecked(self.controller.positive)
         self.negative_radio.setChecked(not self.controller.positive)
         self.positive_radio.blockSignals(False)
 
+    def _chosen_ids(self) -> set[int]:
+        """Ids of the selected rows of the object list."""
+        return {int(item.data(Qt.UserRole)) for item in self.object_table.selectedItems() if item.data(Qt.UserRole) is not None}
+
     def _table_selection_changed(self) -> None:
-        items = self.object_table.selectedItems()
-        if items:
-            obj = items[0].data(Qt.UserRole)
-            if obj is not None and obj != self.controller.current_object:
-                self.controller.current_object = int(obj)
+        table = self.object_table
+        items = table.selectedItems()
+        if not items:
+            return
+        current = table.currentItem()
+        item = current if current is not None and current.isSelected() else items[0]
+        obj = item.data(Qt.UserRole)
+        if obj is not None and obj != self.controller.current_object:
+            self.controller.current_object = int(obj)
 
     def _table_item_changed(self, item: QTableWidgetItem) -> None:
         if item.column() == 1:
@@ -86,6 +110,7 @@ class ObjectActions:
         obj = self.controller.current_object if obj is None else int(obj)
         name = self.controller.target.registry.name(obj) if self.controller.target else str(obj)
         self.controller.delete_object(obj)
+        self._forget_track(obj)
         self.refresh_objects()
         notify("info", f"Deleted {name}: its clicks, boxes and masks are gone.")
         self.request_sync()
@@ -115,12 +140,13 @@ class ObjectActions:
 
             size = None if is_bundled(choice.name) else 1024  # a bundled model's own size is in its file
         try:
-            prompt_set = export_prompts(self.controller, choice.name, size)
+            prompt_set = session_prompts(self.controller, choice.name, size)
             written = prompt_set.to_json(path, overwrite=True)
         except (ValueError, OSError) as exc:
             notify("error", f"Could not save the prompts: {exc}")
             return None
-        notify("info", f"Saved the prompts of {len(prompt_set.objects)} objects to {written}.")
+        tracks = f" and the lineage of {len(prompt_set.lineage)} tracks" if prompt_set.lineage is not None else ""
+        notify("info", f"Saved the prompts of {len(prompt_set.objects)} objects{tracks} to {written}.")
         return str(written)
 
     def load_prompts(self, path: str | None = None) -> int:
@@ -135,6 +161,8 @@ class ObjectActions:
         except (ValueError, OSError) as exc:
             notify("error", f"Could not load the prompts: {exc}")
             return 0
+        if prompt_set.lineage is not None:
+            self._use_lineage(prompt_set.lineage)
         self.refresh_objects()
         notify("info", f"Loaded {count} prompts of {len(prompt_set.objects)} objects.")
         return count

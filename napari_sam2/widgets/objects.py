@@ -7,7 +7,9 @@ reopening the widget and travel with the layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, MutableMapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, MutableMapping
+
+from napari_sam2.tracking.lineage_view import lineage_text
 
 __all__ = ["ObjectRegistry", "ObjectRow", "object_rows", "format_frames"]
 
@@ -87,16 +89,28 @@ class ObjectRow:
     color: Color
     frames: str
     prompted: tuple[int, ...]
+    lineage: str = ""  # '7 ← 3', '3 → 7, 8' after track-all
+    track: str = ""  # 'frames 5-9' of its track, if it is one
 
 
-def object_rows(registry: ObjectRegistry, prompts: Mapping[tuple[int, int], object], color: Callable[[int], Color]) -> list[ObjectRow]:
-    """The object list: every registered object (prompted ones are registered first)."""
+def object_rows(registry: ObjectRegistry, prompts: Mapping[tuple[int, int], object], color: Callable[[int], Color],
+                lineage: Any = None) -> list[ObjectRow]:
+    """The object list: every registered object (prompted ones are registered first),
+    with its parent and daughters when a ``lineage`` (track-all) is given."""
     frames: dict[int, set[int]] = {}
     for frame, obj in prompts:
         frames.setdefault(obj, set()).add(frame)
     for obj in frames:
         registry.ensure(obj)
+
+    def track(obj: int) -> str:
+        if lineage is None or obj not in lineage:
+            return ""
+        t = lineage[obj]
+        return f"frame {t.first}" if t.first == t.last else f"frames {t.first}-{t.last}"
+
     return [
-        ObjectRow(obj, registry.name(obj), color(obj), format_frames(frames.get(obj, ())), tuple(sorted(frames.get(obj, ()))))
+        ObjectRow(obj, registry.name(obj), color(obj), format_frames(frames.get(obj, ())), tuple(sorted(frames.get(obj, ()))),
+                  lineage_text(lineage, obj), track(obj))
         for obj in registry.ids()
     ]

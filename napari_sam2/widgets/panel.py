@@ -40,7 +40,7 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Shift+N", "new object"),
     (". / ,", "next / previous object"),
     ("G", "propagate"),
-    ("Escape", "cancel propagation or download"),
+    ("Escape", "cancel propagation, Track all or download"),
     ("R (boxes layer)", "draw a box around the current object"),
     ("P / E (masks layer)", "paint / erase the current object by hand"),
 )
@@ -142,17 +142,23 @@ class Sam2Panel(QWidget):
         clicks_row.addWidget(self.positive_radio)
         clicks_row.addWidget(self.negative_radio)
         obj_layout.addLayout(clicks_row)
-        self.object_table = QTableWidget(0, 3)
-        self.object_table.setHorizontalHeaderLabels(["Id", "Name", "Prompted frames"])
+        self.object_table = QTableWidget(0, 4)
+        self.object_table.setHorizontalHeaderLabels(["Id", "Name", "Prompted frames", "Lineage"])
         self.object_table.verticalHeader().setVisible(False)
         self.object_table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.object_table.setSelectionMode(QAbstractItemView.SingleSelection)
+        # several rows for lineage edits (Ctrl+click); the row clicked last is the current object
+        self.object_table.setSelectionMode(QAbstractItemView.ExtendedSelection)
         header = self.object_table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.Stretch)
         header.setSectionResizeMode(2, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeToContents)
+        self.object_table.setColumnHidden(3, True)  # shown once there is a lineage (Track all)
         self.object_table.setMinimumHeight(110)
-        self.object_table.setToolTip("The selected row is the current object. Double-click a name to rename it.")
+        self.object_table.setToolTip(
+            "The selected row is the current object. Double-click a name to rename it.\n"
+            "Ctrl+click chooses several tracks for the lineage edits of Track all."
+        )
         obj_layout.addWidget(self.object_table)
         buttons = QHBoxLayout()
         self.new_button = QPushButton("New")

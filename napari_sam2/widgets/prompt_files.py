@@ -15,7 +15,7 @@ from .prompts import NEGATIVE, OBJECT, POLARITY, POSITIVE
 if TYPE_CHECKING:  # pragma: no cover
     from .controller import Sam2Controller
 
-__all__ = ["export_prompts", "import_prompts"]
+__all__ = ["export_prompts", "session_prompts", "import_prompts"]
 
 def export_prompts(controller: "Sam2Controller", model: str | None = None, image_size: int | None = None) -> PromptSet:
     """The prompts of the tracked slice as a ``PromptSet`` (for JSON and the CLI)."""
@@ -45,6 +45,21 @@ def export_prompts(controller: "Sam2Controller", model: str | None = None, image
             result.set_prompt(obj, frame, points=list(prompt.points) or None,
                               labels=list(prompt.labels) or None, box=prompt.box)
     return result
+
+
+def session_prompts(controller: "Sam2Controller", model: str | None = None, image_size: int | None = None) -> PromptSet:
+    """The session file: the prompts, and after Track all its lineage and the mask each
+    track started from (where the user has no prompt of that object on that frame), so
+    the command line can replay the run."""
+    import dataclasses
+
+    result = export_prompts(controller, model, image_size)
+    record = controller.target.track_record if controller.target is not None else None
+    if record is None:
+        return result
+    prompted = {(prompt.frame, obj.id) for obj, prompt in result.iter_prompts()}
+    starts = {obj: start for obj, start in record.starts.items() if (start[0], obj) not in prompted}
+    return dataclasses.replace(record, starts=starts).session_prompts(result)
 
 
 def import_prompts(controller: "Sam2Controller", prompt_set: PromptSet) -> int:

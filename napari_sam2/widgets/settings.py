@@ -1,7 +1,7 @@
 """The panel remembers its settings between launches.
 
 The choices a user makes once (model, weights file, device, input size, contrast,
-propagation direction and range, fine-tuning options) are written to a small JSON file
+propagation direction and range, track-all and fine-tuning options) are written to a small JSON file
 in the user configuration folder whenever they change, and restored when the panel
 opens. ``NAPARI_SAM2_CONFIG`` moves the folder. A missing, unreadable or outdated file
 is ignored: the panel then starts with its defaults; a value that no longer fits (a
@@ -93,7 +93,18 @@ class PanelSettings:
 
     def _checks(self) -> dict[str, Any]:
         p = self.panel
-        return {"all_frames": p.all_frames_check, "follow": p.follow_check}
+        checks = {"all_frames": p.all_frames_check, "follow": p.follow_check}
+        section = getattr(p, "track_all_section", None)
+        if section is not None:
+            checks["track_all_divisions"] = section.divisions_check
+        return checks
+
+    def _spins(self) -> dict[str, Any]:
+        """name -> integer spin box (besides the fine-tuning steps, kept as before)."""
+        section = getattr(self.panel, "track_all_section", None)
+        if section is None:
+            return {}
+        return {"track_all_redetect": section.redetect_spin, "track_all_min_size": section.min_size_spin}
 
     def values(self) -> dict[str, Any]:
         """The current settings, as they would be saved."""
@@ -102,6 +113,8 @@ class PanelSettings:
             values[name] = combo.currentText() if by == "text" else combo.currentData()
         for name, check in self._checks().items():
             values[name] = check.isChecked()
+        for name, spin in self._spins().items():
+            values[name] = spin.value()
         values["checkpoint"] = self.panel.path_edit.text()
         section = getattr(self.panel, "finetune", None)
         if section is not None:
@@ -129,6 +142,11 @@ class PanelSettings:
                 if isinstance(saved.get(name), bool):
                     check.setChecked(saved[name])
                     applied[name] = saved[name]
+            for name, spin in self._spins().items():
+                value = saved.get(name)
+                if isinstance(value, int) and not isinstance(value, bool) and spin.minimum() <= value <= spin.maximum():
+                    spin.setValue(value)
+                    applied[name] = value
             if isinstance(saved.get("checkpoint"), str):
                 self.panel.path_edit.setText(saved["checkpoint"])
                 applied["checkpoint"] = saved["checkpoint"]
@@ -151,6 +169,8 @@ class PanelSettings:
             combo.currentIndexChanged.connect(self.save)
         for check in self._checks().values():
             check.toggled.connect(self.save)
+        for spin in self._spins().values():
+            spin.valueChanged.connect(self.save)
         self.panel.path_edit.textChanged.connect(self.save)
         section = getattr(self.panel, "finetune", None)
         if section is not None:

@@ -31,6 +31,7 @@ from .notes import notify
 from .object_actions import ObjectActions
 from .panel import DIRECTION_CHOICES, SHORTCUTS, Sam2Panel
 from .settings import PanelSettings
+from .track_all_actions import TrackAllActions
 
 __all__ = ["Sam2Widget", "SHORTCUTS"]
 
@@ -49,7 +50,7 @@ def _on_destroyed(lifetime: _Lifetime, *args: Any) -> None:
     lifetime.cancel.set()
 
 
-class Sam2Widget(FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
+class Sam2Widget(TrackAllActions, FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
     """Click once, segment the object and track it through time or z."""
 
     job_finished = Signal(str)  # kind of the job that just ended (tests wait on it)
@@ -80,6 +81,7 @@ class Sam2Widget(FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
         self._objects_timer.timeout.connect(self.refresh_objects)
 
         self._setup_finetune()
+        self._setup_track_all()
         self.settings = PanelSettings(self)
         self.settings.restore()  # before the controls are connected: nothing is triggered
         self._update_path_row()
@@ -210,6 +212,7 @@ class Sam2Widget(FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
         elif not images:
             self.axis_combo.clear()
             self.refresh_objects()
+        self.refresh_seed_layers()
 
     def _layers_changed(self, event: Any = None) -> None:
         # closing the viewer removes every layer and then deletes this widget: the
@@ -315,7 +318,7 @@ class Sam2Widget(FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
         # napari's indeterminate progress bar animates constantly and slows everything
         # down, so a bar appears only once the amount of work is known
         self._progress = progress(total=total, desc=description) if total > 0 else None
-        self.cancel_button.setEnabled(kind in ("load", "propagate"))
+        self.cancel_button.setEnabled(self.scheduler.cancellable())
         self.delete_button.setEnabled(False)
         if kind != "sync":
             self.status_label.setText(description + "...")
@@ -482,7 +485,11 @@ class Sam2Widget(FineTuneActions, ModelActions, ObjectActions, Sam2Panel):
             self._show_frame(plan, frame)
 
     def _show_frame(self, plan: PropagationPlan, frame: int) -> None:
-        axis = plan.geometry.axis
+        self._show_frame_of(plan.geometry, frame)
+
+    def _show_frame_of(self, geometry: Any, frame: int) -> None:
+        """Move the viewer to ``frame`` of the tracked axis."""
+        axis = geometry.axis
         t = self.controller.target
         if axis is None or t is None:
             return
