@@ -73,10 +73,10 @@ def test_plan_carries_prompted_objects_and_uses_the_output_as_seeds():
 def test_plan_with_foreign_seeds_checks_clashes():
     seeds = np.zeros((16, 16), np.uint16)
     seeds[1:5, 1:5] = 1  # covers the clicked object: dropped, no clash
-    seeds[8:10, 8:10] = 2
+    seeds[6:10, 6:10] = 2
     plan = plan_track_all(GEOMETRY, None, None, 0, 4, output=_output(), seeds=seeds, prompts=_prompts(0))
     assert set(np.unique(plan.seeds)) == {0, 2}
-    seeds[12:14, 1:3] = 1  # a second label 1 elsewhere: a clash with object 1
+    seeds[11:15, 1:5] = 1  # a label 1 elsewhere: a clash with object 1
     seeds[1:5, 1:5] = 0
     with pytest.raises(UsageError, match="seed labels 1 are also ids of objects you prompted"):
         plan_track_all(GEOMETRY, None, None, 0, 4, output=_output(), seeds=seeds, prompts=_prompts(0))

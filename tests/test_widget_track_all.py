@@ -123,7 +123,7 @@ def test_track_all_from_a_labels_layer(make_napari_viewer, qtbot, clip, tmp_path
 
 
 def test_cancel_keeps_frames_and_filled_frames_need_a_yes(make_napari_viewer, qtbot, notes):
-    clip = cells_timelapse(num_frames=12, size=96, seed=5)
+    clip = cells_timelapse(num_frames=8, size=96, seed=5)
     viewer, widget = _setup(make_napari_viewer, qtbot, clip.image)
     widget.use_model(loaded_tiny())
     t = widget.controller.target
@@ -146,7 +146,7 @@ def test_cancel_keeps_frames_and_filled_frames_need_a_yes(make_napari_viewer, qt
     done = sorted(widget._ta_done)
     assert calls[0] == 0, "automatic seeds on the current frame"
     assert section.status.text().startswith("cancelled"), section.status.text()
-    assert 2 <= len(done) < 12 and done == list(range(len(done)))
+    assert 2 <= len(done) < 8 and done == list(range(len(done)))
     labels = np.asarray(t.labels.data)
     assert all(labels[f].any() for f in done), "every finished frame is kept"
     assert not labels[len(done):].any(), "frames after the cancel are untouched"
@@ -156,13 +156,13 @@ def test_cancel_keeps_frames_and_filled_frames_need_a_yes(make_napari_viewer, qt
     asked = []
     widget.confirm_replace = lambda text: asked.append(text) or False
     assert not widget.track_all()
-    assert asked and f"{len(done)} of the frames 0-11 already hold masks" in asked[0]
+    assert asked and f"{len(done)} of the frames 0-7 already hold masks" in asked[0]
     assert np.array_equal(np.asarray(t.labels.data), kept) and section.status.text().startswith("not started")
     widget.confirm_replace = lambda text: True
     assert widget.track_all()
     ready(widget, qtbot)
-    assert section.status.text().startswith("done: 12 frames"), section.status.text()
-    assert all(np.asarray(t.labels.data[f]).any() for f in range(12))
+    assert section.status.text().startswith("done: 8 frames"), section.status.text()
+    assert all(np.asarray(t.labels.data[f]).any() for f in range(8))
     assert not notes.messages("error")
 
 

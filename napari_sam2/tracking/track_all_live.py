@@ -88,7 +88,7 @@ class TrackAllPlan:
     automatic: bool
     seeds: np.ndarray | None = None
     prompts: "PromptSet | None" = None
-    carried: np.ndarray | None = None  # pixels of the user's objects on the first frame
+    carried: np.ndarray | None = None  # pixels of the user's objects on the first frame (seeds there are theirs)
     allowed: dict[int, set[int]] = field(default_factory=dict)  # frame -> ids it may hold already
 
     @property
@@ -241,22 +241,18 @@ class _Reporter:
 
 
 class _StartFrameDetector:
-    """The detector, minus what the user already has on the first frame: detections
-    covered by the user's objects there are theirs; without automatic seeding, none."""
+    """The detector, except on the first frame when the seeds are labels: those are the
+    objects there (all the user's own, when every seed was dropped as one of theirs).
+    With automatic seeds, track-all itself skips detections of the user's objects."""
 
     def __init__(self, detector: Callable[[int], np.ndarray], plan: TrackAllPlan) -> None:
         self.detector = detector
         self.plan = plan
 
     def __call__(self, frame: int) -> np.ndarray:
-        plane = np.asarray(self.detector(frame))
-        if frame != self.plan.first:
-            return plane
-        if not self.plan.automatic:
-            return np.zeros_like(plane)
-        if self.plan.carried is not None:
-            return drop_covered(plane, self.plan.carried, self.plan.settings.max_covered)
-        return plane
+        if frame == self.plan.first and not self.plan.automatic:
+            return np.zeros(self.plan.geometry.frame_shape, np.uint32)
+        return np.asarray(self.detector(frame))
 
 
 def run_track_all(plan: TrackAllPlan, model: Any, emit: Emit, cancel: Callable[[], bool] | None = None,
