@@ -276,3 +276,10 @@ def test_an_intensity_image_given_as_seed_labels_is_refused():
     with pytest.raises(UsageError, match="do not look like a labels image"):
         seed_plane(clip.image[0], (64, 64))
     seed_plane(clip.labels[0], (64, 64))  # the truth's labels are fine
+
+
+def test_tiny_seed_objects_are_still_a_labels_image():
+    plane = np.zeros((40, 40), np.uint16)
+    for i in range(5):
+        plane[i * 8 : i * 8 + 2, 3:5] = i + 1  # 2x2 cells
+    assert seed_plane(plane, (40, 40)).max() == 5

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .ctc import CTCExport, CTCTrack, read_ctc_tracks, validate_ctc, write_ctc
     from .folder import ImageFolder, read_folder, read_image
     from .geff import GeffExport, write_geff
+    from .lineage import Lineage, LineageError, Track
     from .labels_tiff import write_labels_tiff
     from .mattes import feather_mask, write_mattes
     from .prompts import PromptedObject, Prompt, PromptError, PromptSet
@@ -49,6 +50,9 @@ _LAZY = {
     "encode_labels": ".rle",
     "write_mattes": ".mattes",
     "feather_mask": ".mattes",
+    "Lineage": ".lineage",
+    "LineageError": ".lineage",
+    "Track": ".lineage",
     "PromptSet": ".prompts",
     "PromptedObject": ".prompts",
     "Prompt": ".prompts",

@@ -192,11 +192,12 @@ def seed_plane(labels: Any, frame_shape: tuple[int, int], taken: Iterable[int] =
 
 
 def _looks_like_labels(plane: np.ndarray) -> bool:
-    """Objects are regions: in a labels image most neighbouring object pixels share their
-    label, while in intensities (a wrong file) neighbours rarely have equal values."""
+    """Objects are regions: in a labels image two neighbouring object pixels mostly share
+    their label (however small the objects), while in intensities (a wrong file)
+    neighbours rarely have equal values."""
     same = total = 0
     for a, b in ((plane[1:, :], plane[:-1, :]), (plane[:, 1:], plane[:, :-1])):
-        inside = (a > 0) | (b > 0)
+        inside = (a > 0) & (b > 0)
         total += int(inside.sum())
         same += int((inside & (a == b)).sum())
     return total == 0 or same >= 0.5 * total
