@@ -16,7 +16,7 @@ or zarr): nothing here holds a whole stack.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any, Iterable, MutableMapping, Sequence
 
 import numpy as np
 

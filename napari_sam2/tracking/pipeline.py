@@ -265,9 +265,7 @@ def track_file(
                 frame_offset=first, object_ids=ids, feather=options.feather,
             )
     finally:
-        close = getattr(array, "close", None)
-        if callable(close):
-            close()
+        close_stack(array)
     return TrackReport(
         input=input,
         output=output,
@@ -316,6 +314,13 @@ def build_model(
         description, used = choice.describe(), choice.name or getattr(getattr(net, "config", None), "name", None)
     description += f" on {net.device.type} at {net.image_size} px"
     return net, description, used
+
+
+def close_stack(array: Any) -> None:
+    """Release what :func:`~napari_sam2.io.readers.open_stack` opened, if it holds anything."""
+    close = getattr(array, "close", None)
+    if callable(close):
+        close()
 
 
 def _load(choice: ModelChoice, progress: Progress | None) -> "LoadedModel":

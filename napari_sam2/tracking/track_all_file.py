@@ -26,7 +26,7 @@ from .choice import ModelChoice
 from .errors import UsageError, with_option
 from .exports import Progress, check_destination, export_labels, resolve_format
 from .labels import labels_dtype
-from .pipeline import GuardedFrames, TrackOptions, TrackReport, build_model, read_prompt_file
+from .pipeline import GuardedFrames, TrackOptions, TrackReport, build_model, close_stack, read_prompt_file
 from .selection import resolve_range, select_frames
 from .stores import LabelStore
 from .track_all import TrackAllSettings, seed_plane
@@ -118,9 +118,7 @@ def read_seed_labels(
                 option="seed-labels",
             )
     finally:
-        close = getattr(array, "close", None)
-        if callable(close):
-            close()
+        close_stack(array)
     try:
         return seed_plane(plane, frame_shape, taken)
     except UsageError as err:
@@ -283,9 +281,7 @@ def track_all_file(
             saved.contrast_limits = None if used_limits is None else (float(used_limits[0]), float(used_limits[1]))
             saved.to_json(session_path, overwrite=overwrite)
     finally:
-        close = getattr(array, "close", None)
-        if callable(close):
-            close()
+        close_stack(array)
     return TrackAllReport(
         input=input,
         output=output,

@@ -12,9 +12,7 @@ whether and where a run can go on) are :mod:`napari_sam2.tracking.finetune`'s.
 
 from __future__ import annotations
 
-import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -33,7 +31,7 @@ from napari_sam2.training.errors import TrainingError
 from napari_sam2.tracking.models import LoadedModel
 
 from .finetune_section import LABELLED_FRAMES, FineTuneSection
-from .jobs import JobOutcome
+from .jobs import JobOutcome, reporting_job
 from .layers import NO_IMAGE, image_data
 from .notes import notify
 
@@ -46,35 +44,10 @@ def finetune_job(run: Callable[[Callable[[Any], None]], Any]) -> Generator[list[
     Every report is kept (the loss plot wants each step); batches keep the GUI from
     being flooded. The outcome carries the :class:`~napari_sam2.training.TrainResult`.
     """
-    reports: queue.Queue = queue.Queue()
-
-    def drain() -> list[Any]:
-        batch = []
-        while True:
-            try:
-                batch.append(reports.get_nowait())
-            except queue.Empty:
-                return batch
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam2-finetune") as pool:
-        future = pool.submit(run, reports.put)
-        while True:
-            try:
-                future.result(timeout=0.1)
-            except Exception:  # the timeout, or the error read below
-                pass
-            batch = drain()
-            if batch:
-                yield batch
-            if future.done():
-                break
-        try:
-            result = future.result()
-        except Exception as exc:
-            import traceback
-
-            return JobOutcome(error=exc, details="".join(traceback.format_exception(exc)))
-    return JobOutcome(result, cancelled=bool(result.cancelled), steps=int(result.step))
+    outcome = yield from reporting_job(run, interval=0.1)
+    if outcome.error is None and outcome.value is not None:
+        outcome.steps = int(outcome.value.step)
+    return outcome
 
 
 def _same_run(a: ResumableRun | None, b: ResumableRun | None) -> bool:

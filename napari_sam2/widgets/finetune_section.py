@@ -12,8 +12,6 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
-    QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -22,12 +20,12 @@ from qtpy.QtWidgets import (
     QSizePolicy,
     QSpinBox,
     QToolButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from napari_sam2.tracking.finetune import TRAINABLE_CHOICES
 
+from .collapsible import CollapsibleSection
 from .loss_plot import LossPlot
 
 __all__ = ["FineTuneSection", "ElidedLabel", "TRUSTED_FRAMES", "LABELLED_FRAMES"]
@@ -68,23 +66,12 @@ class ElidedLabel(QLabel):
         super().setText(shown)
 
 
-class FineTuneSection(QGroupBox):
+class FineTuneSection(CollapsibleSection):
     """Header button + the fine-tune controls, hidden until the header is clicked."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(6, 4, 6, 4)
-        self.header = QToolButton(text="Fine-tune", checkable=True, checked=False)
-        self.header.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.header.setArrowType(Qt.RightArrow)
-        self.header.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
-        self.header.setToolTip("Adapt the model to your images with the masks you painted or corrected")
-        outer.addWidget(self.header)
-        self.body = QWidget()
-        outer.addWidget(self.body)
-        form = QFormLayout(self.body)
-        form.setContentsMargins(0, 0, 0, 0)
+        super().__init__("Fine-tune", "Adapt the model to your images with the masks you painted or corrected", parent)
+        form = self.form
 
         self.frames_combo = QComboBox()
         self.frames_combo.addItems([TRUSTED_FRAMES, LABELLED_FRAMES])
@@ -135,8 +122,6 @@ class FineTuneSection(QGroupBox):
         form.addRow(self.progress)
         form.addRow(self.plot)
         form.addRow(self.status)
-        self.body.setVisible(False)
-        self.header.toggled.connect(self.set_open)
 
     def offer_resume(self, step: int | None, steps: int = 0, start_over: bool = False) -> None:
         """Train button -> "Resume (step K of N)" and Start over shown, for a stopped run at
@@ -149,10 +134,3 @@ class FineTuneSection(QGroupBox):
             self.start_button.setToolTip("Go on with the stopped run of this file, with the settings it started with")
         self.restart_button.setVisible(step is not None or start_over)
 
-    def set_open(self, open_: bool) -> None:
-        """Show or hide the controls (the header's arrow follows)."""
-        if self.header.isChecked() != open_:
-            self.header.setChecked(open_)
-            return
-        self.header.setArrowType(Qt.DownArrow if open_ else Qt.RightArrow)
-        self.body.setVisible(open_)

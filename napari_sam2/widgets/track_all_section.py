@@ -8,22 +8,18 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QToolButton,
-    QVBoxLayout,
     QWidget,
 )
 
+from .collapsible import CollapsibleSection
 from .finetune_section import ElidedLabel
 
 __all__ = ["TrackAllSection", "LayerCombo", "AUTOMATIC"]
@@ -45,23 +41,12 @@ class LayerCombo(QComboBox):
         super().showPopup()
 
 
-class TrackAllSection(QGroupBox):
+class TrackAllSection(CollapsibleSection):
     """Header button + the track-all controls, hidden until the header is clicked."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(6, 4, 6, 4)
-        self.header = QToolButton(text="Track all", checkable=True, checked=False)
-        self.header.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.header.setArrowType(Qt.RightArrow)
-        self.header.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
-        self.header.setToolTip("Track every object of the stack: new objects, divisions and a lineage")
-        outer.addWidget(self.header)
-        self.body = QWidget()
-        outer.addWidget(self.body)
-        form = QFormLayout(self.body)
-        form.setContentsMargins(0, 0, 0, 0)
+        super().__init__("Track all", "Track every object of the stack: new objects, divisions and a lineage", parent)
+        form = self.form
 
         self.seeds_combo = LayerCombo()
         self.seeds_combo.setToolTip(
@@ -119,16 +104,7 @@ class TrackAllSection(QGroupBox):
         form.addRow(self.status)
         form.addRow(edits)
         form.addRow(edit_row)
-        self.body.setVisible(False)
-        self.header.toggled.connect(self.set_open)
 
-    def set_open(self, open_: bool) -> None:
-        """Show or hide the controls (the header's arrow follows)."""
-        if self.header.isChecked() != open_:
-            self.header.setChecked(open_)
-            return
-        self.header.setArrowType(Qt.DownArrow if open_ else Qt.RightArrow)
-        self.body.setVisible(open_)
 
     def set_running(self, running: bool) -> None:
         """While a run goes on: Cancel instead of Track all, no edits."""
