@@ -61,6 +61,10 @@ class TrainConfig:
             raise TrainingError("prompt probabilities must be non-negative and sum to at most 1")
         if p.max_cond_frames < 1 or p.max_correct_frames < 1 or p.correction_rounds < 0:
             raise TrainingError("at least one conditioning and one corrected frame; rounds must be >= 0")
+        if self.loss.attention < 0 or self.loss.memory_attention < 0:
+            raise TrainingError("attention guidance weights must be 0 (off) or positive")
+        if self.loss.memory_attention > 0 and self.grad_checkpoint:
+            raise TrainingError("memory attention guidance needs grad_checkpoint=False (its probe sees one forward pass)")
         if self.optim.lr <= 0:
             raise TrainingError(f"the learning rate must be positive, got {self.optim.lr}")
 

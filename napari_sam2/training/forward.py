@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..model.sam2 import HeadOutput, ImageFeatures, MemoryTokens, Sam2
 from .clips import Clip
+from .guidance import memory_guidance, memory_probe
 from .prompts import PromptPlan, PromptSettings, corrective_points, initial_points
 
 __all__ = ["FrameStep", "clip_forward", "encode_clip"]
@@ -70,6 +71,11 @@ class FrameStep:
     head: HeadOutput
 
 
+def ops_recompute(recompute: bool) -> bool:
+    """Whether :class:`_Ops` would recompute (only when gradients are on)."""
+    return recompute and torch.is_grad_enabled()
+
+
 def encode_clip(model: Sam2, frames: torch.Tensor, train_encoder: bool, grad_checkpoint: bool = True) -> list[ImageFeatures]:
     """Image features of every frame; the encoder runs without gradients when frozen."""
     levels_per_frame: list[list[torch.Tensor]] = []
@@ -101,10 +107,12 @@ def _memory(
 ):
     c = model.config
     spatial = [(0, mem) for _f, (mem, _p) in sorted(cond.items())]
+    frames = sorted(cond)
     for t_pos in range(1, c.num_maskmem):
         prev = t - (c.num_maskmem - t_pos)
         if prev in tracked:
             spatial.append((t_pos, tracked[prev][0]))
+            frames.append(prev)
     pointers = []
     max_ptrs = min(num_frames, c.max_obj_ptrs_in_encoder)
     if c.use_obj_ptrs_in_encoder:
@@ -118,7 +126,7 @@ def _memory(
                 break
             if f in tracked:
                 pointers.append((d, tracked[f][1]))
-    return model.memory_tokens(spatial, pointers, max(max_ptrs, 2), model.maskmem_pos(size))
+    return model.memory_tokens(spatial, pointers, max(max_ptrs, 2), model.maskmem_pos(size)), frames
 
 
 def _corrections(
@@ -161,12 +169,18 @@ def clip_forward(
     rng: np.random.Generator,
     features: list[ImageFeatures],
     recompute: bool = True,
+    memory_losses: list[torch.Tensor] | None = None,
 ) -> list[FrameStep]:
     """Run the model over ``clip`` as planned; returns every supervised prediction.
 
     ``recompute``: keep only the inputs of memory attention, memory encoder and heads
     and recompute them in the backward pass (much less memory, about a third more time).
+    ``memory_losses``: a list to receive the memory guidance of every tracked frame
+    (see :mod:`.guidance`; only without ``recompute``, whose second pass would not
+    see the probe).
     """
+    if memory_losses is not None and ops_recompute(recompute):
+        raise ValueError("memory guidance needs recompute=False")
     ops = _Ops(model, recompute)
     device = model.device
     num_frames, batch = clip.num_frames, clip.num_objects
@@ -198,8 +212,15 @@ def clip_forward(
                 )
                 heads.append(head)
         else:
-            tokens = _memory(model, t, num_frames, cond, tracked, feats.size)
-            pix = ops.condition(feats, tokens)
+            tokens, memory_frames = _memory(model, t, num_frames, cond, tracked, feats.size)
+            if memory_losses is None:
+                pix = ops.condition(feats, tokens)
+            else:
+                with memory_probe(model) as records:
+                    pix = ops.condition(feats, tokens)
+                memory_losses.append(
+                    memory_guidance(records, truth[t], [truth[f] for f in memory_frames], feats.size).mean()
+                )
             head = ops.heads(pix, high_res, multimask=model.use_multimask(False, 0))
             heads.append(head)
             points = None

@@ -30,6 +30,7 @@ from .config import RESUMABLE_CHANGES, TrainConfig
 from .data import TrainingData
 from .errors import TrainingError
 from .forward import FrameStep, clip_forward, encode_clip
+from .guidance import guidance_loss
 from .losses import LossWeights, step_loss
 from .optim import apply_lr, param_groups, set_trainable
 from .prompts import plan_prompts
@@ -252,15 +253,28 @@ def train(
                 lr = apply_lr(optimizer, step, config.steps, config.optim)
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum, terms = 0.0, {"focal": 0.0, "dice": 0.0, "iou": 0.0, "presence": 0.0}
+                if config.loss.attention > 0 or config.loss.memory_attention > 0:
+                    terms["guidance"] = 0.0
                 for k in range(config.clips_per_step):
                     rng = np.random.default_rng([config.seed, step, k])
                     clip = sampler.sample(rng)
                     plan = plan_prompts(clip.masks, config.prompts, rng)
                     frames = clip.frames.to(model.device)
+                    guide = config.loss.attention > 0 or config.loss.memory_attention > 0  # from scratch: see .guidance
+                    memory_losses: list[torch.Tensor] | None = [] if config.loss.memory_attention > 0 else None
                     with _autocast(model, config.precision):
                         feats = encode_clip(model, frames, train_encoder, config.grad_checkpoint)
-                        steps_out = clip_forward(model, clip, plan, config.prompts, rng, feats, config.grad_checkpoint)
+                        steps_out = clip_forward(
+                            model, clip, plan, config.prompts, rng, feats, config.grad_checkpoint, memory_losses
+                        )
+                        guided = feats[0].vision.new_zeros(())
+                        if config.loss.attention > 0:
+                            guided, _ = guidance_loss(model, feats[0], clip.masks[0].to(model.device), rng, config.loss)
                     loss, parts = clip_loss(steps_out, clip.masks, config.loss)
+                    if guide:
+                        if memory_losses:
+                            guided = guided + config.loss.memory_attention * torch.stack(memory_losses).mean()
+                        loss, parts = loss + guided, {**parts, "guidance": float(guided.detach())}
                     if loss.requires_grad:
                         (loss / config.clips_per_step).backward()
                     loss_sum += float(loss.detach()) / config.clips_per_step

@@ -25,6 +25,8 @@ class LossWeights:
     presence: float = 1.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    attention: float = 0.0  # click attention guidance for training from scratch (see .guidance)
+    memory_attention: float = 0.0  # memory attention guidance, likewise (see .guidance)
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
