@@ -25,7 +25,10 @@ from napari_sam2.model.config import (
     Sam2Config,
 )
 
-__all__ = ["DEMO_IMAGE_SIZE", "DEMO_STAGES", "DemoStage", "HELDOUT_SEED", "build_demo", "demo_clip", "demo_config", "stage_config"]
+__all__ = [
+    "DEMO_IMAGE_SIZE", "DEMO_STAGES", "DemoStage", "HELDOUT_SEED", "build_demo", "demo_clip", "demo_config",
+    "stage_config", "tie_decoder_attention",
+]
 
 DEMO_IMAGE_SIZE = 256
 
@@ -82,14 +85,18 @@ class DemoStage:
     max_objects: int
     correction_rounds: int
     lr: float
+    guidance: float = 0.0  # weight of the click attention guidance (see napari_sam2.training.guidance)
+    memory_guidance: float = 0.0  # weight of the memory attention guidance (likewise)
 
 
-#: Stage "image" teaches the encoder and decoder to segment from prompts on short clips
-#: with many objects each (the image encoder runs once per frame, so every extra object
-#: is cheap supervision); stage "video" teaches memory on longer clips.
+#: Stage "image" teaches the encoder and decoder to segment from prompts on single
+#: frames with many objects each (the image encoder runs once per frame, so every extra
+#: object is cheap supervision), with attention guidance so that masks follow the click;
+#: stage "video" teaches memory on short clips and keeps a little guidance.
 DEMO_STAGES = (
-    DemoStage("image", steps=3000, num_frames=2, max_objects=12, correction_rounds=1, lr=8e-4),
-    DemoStage("video", steps=1500, num_frames=6, max_objects=6, correction_rounds=2, lr=3e-4),
+    DemoStage("image", steps=4000, num_frames=1, max_objects=8, correction_rounds=1, lr=4e-4, guidance=0.5),
+    DemoStage("video", steps=1500, num_frames=4, max_objects=6, correction_rounds=1, lr=2e-4, guidance=0.2,
+              memory_guidance=0.5),
 )
 
 
@@ -104,6 +111,7 @@ def stage_config(stage: DemoStage, seed: int, checkpoint_every: int = 50) -> Any
     """The :class:`~napari_sam2.training.TrainConfig` of one recipe stage."""
     from .clips import ClipSettings
     from .config import TrainConfig
+    from .losses import LossWeights
     from .optim import OptimSettings
     from .prompts import PromptSettings
 
@@ -116,9 +124,28 @@ def stage_config(stage: DemoStage, seed: int, checkpoint_every: int = 50) -> Any
         prompts=PromptSettings(prob_mask=0.3, prob_box=0.2, correction_rounds=stage.correction_rounds),
         # from scratch: one learning rate for every layer, a looser clip than fine-tuning
         optim=OptimSettings(lr=stage.lr, encoder_lr_scale=1.0, layer_decay=1.0, grad_clip=1.0),
+        loss=LossWeights(attention=stage.guidance, memory_attention=stage.memory_guidance),
         checkpoint_every=checkpoint_every,
         grad_checkpoint=False,
     )
+
+
+def tie_decoder_attention(model: Any) -> None:
+    """Start every mask-decoder attention with its key projection equal to its query projection.
+
+    With W_k = W_q a query and a key that carry the same positional encoding score
+    highest together, so a click token and the pixels around the click already attend to
+    each other a little at step 0; attention guidance builds on that (from random
+    projections it takes several times longer to start).
+    """
+    import torch
+
+    with torch.no_grad():
+        for module in model.sam_mask_decoder.transformer.modules():
+            q, k = getattr(module, "q_proj", None), getattr(module, "k_proj", None)
+            if q is not None and k is not None and q.weight.shape == k.weight.shape:
+                k.weight.copy_(q.weight)
+                k.bias.copy_(q.bias)
 
 
 def build_demo(
@@ -162,6 +189,7 @@ def build_demo(
         if model is None and not go_on:
             torch.manual_seed(seed)
             model = build_sam2(demo_config(), device="cpu")
+            tie_decoder_attention(model)
 
         def report(p: Any, name: str = stage.name) -> None:
             if p.step % 10 == 0 or p.step == p.steps:
