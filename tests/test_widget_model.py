@@ -110,6 +110,23 @@ def test_demo_entry_loads_the_bundled_file_without_a_download(make_napari_viewer
     assert (np.asarray(t.labels.data[0]) == 1).any()
 
 
+def test_demo_entry_shows_its_own_weights_and_size(make_napari_viewer, qtbot):
+    """The bundled model brings its weights and input size: those rows rest, and say so."""
+    from napari_sam2.widgets.panel import LOCAL_WEIGHTS
+
+    viewer, widget, _clip = _widget_with_image(make_napari_viewer, qtbot)
+    widget.weights_combo.setCurrentText(LOCAL_WEIGHTS)
+    widget.size_combo.setCurrentIndex(widget.size_combo.findData(512))
+    widget.model_combo.setCurrentText(DEMO)
+    assert not widget.size_combo.isEnabled() and widget.size_combo.currentText() == "the model's own"
+    assert not widget.weights_combo.isEnabled() and not widget.path_row.isVisibleTo(widget)
+    choice = widget.model_choice()
+    assert choice.name == "demo" and choice.image_size is None and choice.checkpoint == "official"
+    widget.model_combo.setCurrentIndex(widget.model_combo.findData("sam2.1_hiera_tiny"))
+    assert widget.size_combo.isEnabled() and widget.weights_combo.isEnabled()
+    assert widget.size_combo.currentText() == "1024 px (best)"
+
+
 def test_no_network_falls_back_to_the_demo_model(make_napari_viewer, qtbot, notes, tmp_path, monkeypatch):
     from miniature import go_offline, install_as_demo
 

@@ -53,6 +53,30 @@ class ModelActions:
     def _update_path_row(self) -> None:
         self.path_row.setVisible(self.weights_combo.currentText() == LOCAL_WEIGHTS)
 
+    def _update_bundled_rows(self, *args: Any) -> None:
+        """A bundled model brings its own weights and input size: those rows say so and rest.
+
+        The size entry of 1024 stands for "the model's own size" (``image_size=None``), so
+        it is the one shown, renamed, while a bundled model is chosen.
+        """
+        from napari_sam2.model.bundled import is_bundled
+
+        bundled = is_bundled(self.model_combo.currentData())
+        own = self.size_combo.findData(1024)
+        for combo in (self.weights_combo, self.size_combo):
+            combo.blockSignals(True)
+        if own >= 0:
+            self.size_combo.setItemText(own, "the model's own" if bundled else "1024 px (best)")
+            if bundled:
+                self.size_combo.setCurrentIndex(own)
+        if bundled:
+            self.weights_combo.setCurrentText(OFFICIAL_WEIGHTS)
+        for combo in (self.weights_combo, self.size_combo):
+            combo.blockSignals(False)
+            combo.setEnabled(not bundled)
+        self.weights_combo.setToolTip("The bundled model's weights come with the package." if bundled else "")
+        self._update_path_row()
+
     def _browse_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "SAM 2 checkpoint", "", "PyTorch checkpoints (*.pt *.pth);;All files (*)")
         if path:
@@ -112,6 +136,7 @@ class ModelActions:
         self.set_image_size(asked.image_size or 1024)
         for combo in (self.model_combo, self.size_combo):
             combo.blockSignals(False)
+        self._update_bundled_rows()
         self.loaded = loaded
         self.scheduler.settings_edited(True, loaded=True)
         self.scheduler.load_ended(ok=True)

@@ -84,7 +84,7 @@ class Sam2Widget(TrackAllActions, FineTuneActions, ModelActions, ObjectActions, 
         self._setup_track_all()
         self.settings = PanelSettings(self)
         self.settings.restore()  # before the controls are connected: nothing is triggered
-        self._update_path_row()
+        self._update_bundled_rows()
         self._connect_controls()
         self.settings.watch()
         self._connect_viewer()
@@ -96,6 +96,7 @@ class Sam2Widget(TrackAllActions, FineTuneActions, ModelActions, ObjectActions, 
         self.load_button.clicked.connect(self.load_model)
         self.browse_button.clicked.connect(self._browse_checkpoint)
         self.weights_combo.currentIndexChanged.connect(self._update_path_row)
+        self.model_combo.currentIndexChanged.connect(self._update_bundled_rows)
         for combo in (self.model_combo, self.weights_combo, self.device_combo, self.size_combo):
             combo.currentIndexChanged.connect(self._model_settings_changed)
         self.path_edit.editingFinished.connect(self._model_settings_changed)
