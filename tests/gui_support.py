@@ -186,3 +186,20 @@ def screenshot(viewer: Any, qtbot: Any, folder: Path, name: str) -> Path:
         Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(target) / path.name)
     return path
+
+
+def keep_for_docs(path: Path) -> Path | None:
+    """With ``NAPARI_SAM2_SCREENSHOTS`` set, a copy for the docs in that folder: at most
+    1000 px wide and 256 colours, so the repository stays small."""
+    from PIL import Image
+
+    target = os.environ.get(SCREENSHOT_ENV)
+    if not target:
+        return None
+    Path(target).mkdir(parents=True, exist_ok=True)
+    copy = Path(target) / Path(path).name
+    image = Image.open(path).convert("RGB")
+    if image.width > 1000:
+        image = image.resize((1000, round(image.height * 1000 / image.width)), Image.LANCZOS)
+    image.quantize(colors=256, method=Image.FASTOCTREE, dither=Image.NONE).save(copy, optimize=True)
+    return copy

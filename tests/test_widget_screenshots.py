@@ -1,8 +1,8 @@
 """Screenshots of the main states, to look at what users see.
 
 Saved under pytest's tmp dir; set ``NAPARI_SAM2_SCREENSHOTS=docs/images`` to keep copies.
-With ``NAPARI_SAM2_TEST_CHECKPOINT=/path/to/sam2.1_hiera_tiny.pt`` the official weights
-are used (the masks then look like real results); otherwise the untrained test model.
+The bundled demo model makes the masks; with
+``NAPARI_SAM2_TEST_CHECKPOINT=/path/to/sam2.1_hiera_tiny.pt`` the official weights do.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import pytest
-from gui_support import click, drag, loaded_tiny, new_viewer, open_widget, ready, screenshot
+from gui_support import click, drag, keep_for_docs, new_viewer, open_widget, ready, screenshot
 from qtpy.QtCore import Qt
 
 from napari_sam2.sample_data import cells_timelapse, rgb_clip
@@ -20,12 +20,12 @@ pytestmark = pytest.mark.gui
 
 
 def _model(widget):
-    path = os.environ.get("NAPARI_SAM2_TEST_CHECKPOINT")
-    if not path:
-        widget.use_model(loaded_tiny())
-        return
     from napari_sam2.tracking import LoadedModel, ModelChoice
 
+    path = os.environ.get("NAPARI_SAM2_TEST_CHECKPOINT")
+    if not path:
+        widget.use_model(LoadedModel.load(ModelChoice("demo", device="cpu")))
+        return
     widget.use_model(LoadedModel.load(ModelChoice("sam2.1_hiera_tiny", checkpoint=path, device="cpu", image_size=512)))
 
 
@@ -86,25 +86,11 @@ def test_screenshots_of_main_states(make_napari_viewer, qtbot, tmp_path):
         image = _read_png(path)
         assert image.shape[0] > 600 and image.shape[1] > 1000, path
         assert image[..., :3].std() > 10, f"{path.name} is blank"
-    if os.environ.get("NAPARI_SAM2_SCREENSHOTS"):
-        _shrink_copies(os.environ["NAPARI_SAM2_SCREENSHOTS"], [p.name for p in shots])
+    for path in shots:
+        keep_for_docs(path)
 
 
 def _read_png(path):
     from PIL import Image
 
     return np.asarray(Image.open(path))
-
-
-def _shrink_copies(folder: str, names: list[str]) -> None:
-    """Docs copies: at most 1000 px wide, 256 colours, so the repository stays small."""
-    from pathlib import Path
-
-    from PIL import Image
-
-    for name in names:
-        path = Path(folder) / name
-        image = Image.open(path).convert("RGB")
-        if image.width > 1000:
-            image = image.resize((1000, round(image.height * 1000 / image.width)), Image.LANCZOS)
-        image.quantize(colors=256, method=Image.FASTOCTREE, dither=Image.NONE).save(path, optimize=True)
