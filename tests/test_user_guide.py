@@ -34,6 +34,16 @@ def _load_demo(widget, qtbot) -> None:
     assert widget.loaded is not None and widget.loaded.choice.name == DEMO, widget.model_status.text()
 
 
+def _open_sample(make_napari_viewer, qtbot, key: str, frame: int | None = 0):
+    """File ▸ Open Sample, the panel, and the demo model: where every workflow starts."""
+    viewer = new_viewer(make_napari_viewer, qtbot)
+    viewer.open_sample("napari-sam2", key)
+    if frame is not None:
+        viewer.dims.set_current_step(0, frame)
+    widget = open_widget(viewer)
+    return viewer, widget
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
@@ -53,10 +63,7 @@ def _largest_cells(clip, frame: int, count: int, avoid: set[int]) -> list[int]:
 
 def test_time_lapse_workflow(make_napari_viewer, qtbot, tmp_path, notes):
     clip = cells_timelapse()
-    viewer = new_viewer(make_napari_viewer, qtbot)
-    viewer.open_sample("napari-sam2", "cells")
-    viewer.dims.set_current_step(0, 0)
-    widget = open_widget(viewer)
+    viewer, widget = _open_sample(make_napari_viewer, qtbot, "cells")
     _load_demo(widget, qtbot)
     t = widget.controller.target
 
@@ -90,10 +97,7 @@ def test_time_lapse_workflow(make_napari_viewer, qtbot, tmp_path, notes):
 
 def test_track_all_workflow(make_napari_viewer, qtbot, tmp_path, notes):
     clip = cells_timelapse()
-    viewer = new_viewer(make_napari_viewer, qtbot)
-    viewer.open_sample("napari-sam2", "cells")
-    viewer.dims.set_current_step(0, 0)
-    widget = open_widget(viewer)
+    viewer, widget = _open_sample(make_napari_viewer, qtbot, "cells")
     _load_demo(widget, qtbot)
     t = widget.controller.target
     section = widget.track_all_section
@@ -117,9 +121,7 @@ def test_track_all_workflow(make_napari_viewer, qtbot, tmp_path, notes):
 
 def test_z_stack_workflow(make_napari_viewer, qtbot, tmp_path, notes):
     clip = nuclei_zstack()
-    viewer = new_viewer(make_napari_viewer, qtbot)
-    viewer.open_sample("napari-sam2", "nuclei")
-    widget = open_widget(viewer)
+    viewer, widget = _open_sample(make_napari_viewer, qtbot, "nuclei", frame=None)
     assert widget.axis_combo.currentText().startswith("z"), widget.axis_combo.currentText()
     _load_demo(widget, qtbot)
     t = widget.controller.target
@@ -157,10 +159,7 @@ def test_rotoscoping_workflow_ends_in_feathered_mattes(make_napari_viewer, qtbot
     from napari_sam2.widgets.prompt_files import export_prompts
 
     clip = rgb_clip()
-    viewer = new_viewer(make_napari_viewer, qtbot)
-    viewer.open_sample("napari-sam2", "clip")
-    viewer.dims.set_current_step(0, 0)
-    widget = open_widget(viewer)
+    viewer, widget = _open_sample(make_napari_viewer, qtbot, "clip")
     _load_demo(widget, qtbot)
     t = widget.controller.target
 
