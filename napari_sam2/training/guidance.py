@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.sam2 import ImageFeatures, Sam2, upsample_masks
-from .losses import LossWeights, dice_loss, focal_loss, iou_l1_loss, presence_loss
+from .losses import LossWeights, step_loss
 from .prompts import PromptSettings, initial_points
 
 __all__ = ["attention_probe", "guidance_loss", "memory_probe", "memory_guidance"]
@@ -129,19 +129,8 @@ def guidance_loss(
     cover = F.adaptive_avg_pool2d(truth[:, None].float().to(device), grid).flatten(1)
     attention = _attention_terms(records, cover, click_token).mean()
 
-    size = truth.shape[-1]
-    high = upsample_masks(masks.float(), size)
-    target = truth[:, None].float().to(device).expand_as(high)
-    focal = focal_loss(high, target, weights.focal_alpha, weights.focal_gamma)
-    dice = dice_loss(high, target)
-    combined = weights.focal * focal + weights.dice * dice
-    best = combined.argmin(-1)
-    rows = torch.arange(batch, device=device)
-    mask_loss = (
-        combined[rows, best].mean()
-        + weights.iou * iou_l1_loss(ious.float(), high, target).mean()
-        + weights.presence * presence_loss(scores.float(), torch.ones(batch, dtype=torch.bool, device=device)).mean()
-    )
+    target = truth.to(device)
+    mask_loss = step_loss(upsample_masks(masks.float(), truth.shape[-1]), ious.float(), scores.float(), target, weights)["total"]
     total = weights.attention * (attention + mask_loss)
     return total, {"guidance": float(total.detach())}
 
