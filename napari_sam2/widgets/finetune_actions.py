@@ -31,7 +31,7 @@ from napari_sam2.training.errors import TrainingError
 from napari_sam2.tracking.models import LoadedModel
 
 from .finetune_section import LABELLED_FRAMES, FineTuneSection
-from .jobs import JobOutcome, reporting_job
+from .jobs import InOrder, JobOutcome, reporting_job
 from .layers import NO_IMAGE, image_data
 from .notes import notify
 
@@ -231,9 +231,13 @@ class FineTuneActions:
         worker = GeneratorWorker(body)
         self._ft_worker = worker
         lifetime = self._lifetime
-        worker.yielded.connect(lambda batch: self._on_finetune_progress(batch) if lifetime.alive else None)
-        worker.returned.connect(lambda outcome: self._on_finetuned(outcome, output) if lifetime.alive else None)
-        worker.errored.connect(lambda exc: self._on_finetuned(JobOutcome(error=exc), output) if lifetime.alive else None)
+        deliveries = InOrder(  # progress bars run nested event loops: see InOrder
+            lambda batch: self._on_finetune_progress(batch) if lifetime.alive else None,
+            lambda outcome: self._on_finetuned(outcome, output) if lifetime.alive else None,
+        )
+        worker.yielded.connect(deliveries.yielded)
+        worker.returned.connect(deliveries.done)
+        worker.errored.connect(lambda exc: deliveries.done(JobOutcome(error=exc)))
         worker.start()
 
     def cancel_finetune(self) -> None:
@@ -260,9 +264,9 @@ class FineTuneActions:
     def _on_finetuned(self, outcome: JobOutcome, output: Path) -> None:
         section = self.finetune
         self._ft_worker = None
-        if self._ft_progress is not None:
-            self._ft_progress.close()
-            self._ft_progress = None
+        bar, self._ft_progress = self._ft_progress, None
+        if bar is not None:
+            bar.close()
         section.start_button.setEnabled(True)
         section.restart_button.setEnabled(True)
         section.stop_button.setEnabled(False)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
-__all__ = ["JobOutcome", "Cancelled", "function_job", "load_job", "propagate_job", "reporting_job"]
+__all__ = ["JobOutcome", "Cancelled", "InOrder", "function_job", "load_job", "propagate_job", "reporting_job"]
 
 
 class Cancelled(Exception):
@@ -29,6 +30,51 @@ class JobOutcome:
     details: str = ""
     cancelled: bool = False
     steps: int = 0
+
+
+class InOrder:
+    """Hands a worker's yields and its outcome to their handlers one at a time, in order.
+
+    A handler may run a nested Qt event loop without knowing it: napari's progress bar
+    calls ``QApplication.processEvents()`` on every update. The worker's next batch, or
+    its outcome, is then delivered *inside* the handler still running: the outcome handler
+    tidies up first and the rest of the older handler runs after it (its status text wins,
+    a revised frame is overwritten by its older version). Here a delivery that arrives
+    while a handler runs waits in a queue and runs when that handler returns. A handler
+    that raises does not hold up the ones behind it; the first error is raised after the
+    queue is empty.
+    """
+
+    def __init__(self, on_yield: Callable[[Any], None] | None, on_done: Callable[[Any], None]) -> None:
+        self._on_yield = on_yield
+        self._on_done = on_done
+        self._queue: deque[tuple[Callable[[Any], None], Any]] = deque()
+        self._delivering = False
+
+    def yielded(self, value: Any) -> None:
+        if self._on_yield is not None:
+            self._deliver(self._on_yield, value)
+
+    def done(self, outcome: Any) -> None:
+        self._deliver(self._on_done, outcome)
+
+    def _deliver(self, handler: Callable[[Any], None], value: Any) -> None:
+        self._queue.append((handler, value))
+        if self._delivering:
+            return  # the running handler's caller (below) delivers it next
+        self._delivering = True
+        first_error: Exception | None = None
+        try:
+            while self._queue:
+                handler, value = self._queue.popleft()
+                try:
+                    handler(value)
+                except Exception as exc:
+                    first_error = first_error or exc
+        finally:
+            self._delivering = False
+        if first_error is not None:
+            raise first_error
 
 
 def _failure(exc: BaseException) -> JobOutcome:

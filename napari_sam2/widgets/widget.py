@@ -24,7 +24,7 @@ from napari_sam2.tracking.scheduler import NO_MODEL, JobScheduler, Step
 from . import keys
 from .controller import NO_IMAGE, Sam2Controller
 from .finetune_actions import FineTuneActions
-from .jobs import JobOutcome, function_job, propagate_job
+from .jobs import InOrder, JobOutcome, function_job, propagate_job
 from .layers import image_shape
 from .model_actions import ModelActions
 from .notes import notify
@@ -331,9 +331,8 @@ class Sam2Widget(TrackAllActions, FineTuneActions, ModelActions, ObjectActions, 
                 return
             self._worker = None
             self.scheduler.finished()
-            if self._progress is not None:
-                self._progress.close()
-                self._progress = None
+            # closed last: closing runs a nested event loop, in which the next job may start
+            bar, self._progress = self._progress, None
             self.cancel_button.setEnabled(False)
             self.delete_button.setEnabled(True)
             if not isinstance(outcome, JobOutcome):  # should not happen: jobs catch everything
@@ -341,13 +340,19 @@ class Sam2Widget(TrackAllActions, FineTuneActions, ModelActions, ObjectActions, 
             try:
                 on_done(outcome)
             finally:
+                if bar is not None:
+                    bar.close()
                 self.job_finished.emit(kind)
                 self._sync_timer.start()
 
-        if on_yield is not None:
-            worker.yielded.connect(lambda value: on_yield(value) if lifetime.alive else None)
-        worker.returned.connect(done)
-        worker.errored.connect(lambda exc: done(JobOutcome(error=exc)))
+        def shown(value: Any) -> None:
+            if lifetime.alive and on_yield is not None:
+                on_yield(value)
+
+        deliveries = InOrder(shown, done)
+        worker.yielded.connect(deliveries.yielded)
+        worker.returned.connect(deliveries.done)
+        worker.errored.connect(lambda exc: deliveries.done(JobOutcome(error=exc)))
         worker.start()
 
     def cancel(self) -> None:
