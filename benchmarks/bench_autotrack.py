@@ -271,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (CheckpointError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        settings = settings.for_model(model)  # recorded as used: the model's own thresholds
     params = ClipParams(args.frames, args.size)
     chosen, skipped = pick_clips(args.clips, params, args.min_divisions)
     rows = []

@@ -192,9 +192,11 @@ def _track_all_arguments(parser: argparse.ArgumentParser, batch: bool = False) -
     group.add_argument("--points-per-side", type=values.positive, metavar="N",
                        help="automatic detection: a grid of N x N points per frame (default: 32)")
     group.add_argument("--pred-iou-thresh", type=values.fraction, metavar="X",
-                       help="automatic detection: keep masks whose predicted IoU is at least X (default: 0.8)")
+                       help="automatic detection: keep masks whose predicted IoU is at least X "
+                            "(default: the model's own: 0.8 for official weights, 0.5 for the demo model)")
     group.add_argument("--stability-thresh", type=values.fraction, metavar="X",
-                       help="automatic detection: keep masks whose stability score is at least X (default: 0.9)")
+                       help="automatic detection: keep masks whose stability score is at least X "
+                            "(default: the model's own: 0.9 for official weights, 0.8 for the demo model)")
     if batch:
         group.add_argument("--save-sessions", action="store_true",
                            help="also write a session file (<stem>.session.json next to each output) that replays the run")

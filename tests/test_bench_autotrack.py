@@ -92,3 +92,16 @@ def test_a_missing_demo_model_exits_with_the_loaders_message(tmp_path, monkeypat
     assert err.startswith("error: the bundled model 'demo' is missing from this installation")
     assert "python -m napari_sam2.training.demo" in err and "\n" not in err
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_detection_calibration_runs_on_training_seeds_only(tmp_path, capsys):
+    import calibrate_detection
+
+    argv = ["--seeds", "4242", "--size", "96", "--grid", "0.8:0.9", "0.5:0.8", "--results-dir", str(tmp_path)]
+    assert calibrate_detection.main(argv) == 0
+    data = json.loads((tmp_path / "detection_thresholds_demo.json").read_text())
+    assert [(r["pred_iou_thresh"], r["stability_score_thresh"]) for r in data["rows"]] == [(0.8, 0.9), (0.5, 0.8)]
+    assert all(0 <= r["cells_found"] <= r["cells"] for r in data["rows"]) and data["rows"][0]["cells"] > 0
+    assert data["model_thresholds"] == {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.8}
+    assert calibrate_detection.main(["--seeds", "1000000", "--results-dir", str(tmp_path / "no")]) == 2
+    assert "held out" in capsys.readouterr().err and not (tmp_path / "no").exists()

@@ -65,6 +65,44 @@ def test_settings_are_checked_with_the_option_named():
         TrackAllSettings(max_covered=1.5)
 
 
+def test_detection_thresholds_left_open_are_the_models_own():
+    from napari_sam2.tracking.track_all import AUTOMATIC_THRESHOLDS, AutomaticDetector
+
+    official = miniature_model()
+    assert TrackAllSettings().for_model(official).pred_iou_thresh == AUTOMATIC_THRESHOLDS["pred_iou_thresh"] == 0.8
+    assert TrackAllSettings().for_model(official).stability_score_thresh == 0.9
+    calibrated = miniature_model()
+    calibrated.automatic_thresholds = {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.7}
+    chosen = TrackAllSettings(stability_score_thresh=0.95).for_model(calibrated)
+    assert (chosen.pred_iou_thresh, chosen.stability_score_thresh) == (0.5, 0.95), "what the user set wins"
+    detector = AutomaticDetector(calibrated, np.zeros((1, 32, 32), np.uint8), TrackAllSettings())
+    assert (detector.generator.pred_iou_thresh, detector.generator.stability_score_thresh) == (0.5, 0.7)
+    assert detector.settings.pred_iou_thresh == 0.5, "the detector's settings are the ones it used"
+    with pytest.raises(UsageError, match="pred-iou-thresh must be between 0 and 1"):
+        TrackAllSettings(pred_iou_thresh=1.5)
+    with pytest.raises(UsageError, match="max-covered must be between 0 and 1"):
+        TrackAllSettings(max_covered=None)
+
+
+def test_the_demo_model_finds_most_cells_with_its_own_thresholds(one_torch_thread):
+    """On a training-seed frame (the calibration's): the official thresholds would keep
+    almost none of the demo model's masks."""
+    from napari_sam2.model import build_sam2
+    from napari_sam2.tracking.track_all import AutomaticDetector
+
+    model = build_sam2("demo", device="cpu")
+    clip = fluorescence_clip(4242, 1, 224, radius=9.0, density=0.25)
+    truth = clip.labels[0]
+    found = AutomaticDetector(model, clip.image, TrackAllSettings())(0)
+    cells = [c for c in np.unique(truth) if c]
+    hits = 0
+    for cell in cells:
+        inside = found[truth == cell]
+        values, counts = np.unique(inside[inside > 0], return_counts=True)
+        hits += bool(len(counts)) and counts.max() * 2 > inside.size
+    assert hits >= 0.5 * len(cells), f"{hits} of {len(cells)} cells found"
+
+
 def test_non_overlapping_prefers_single_cells_over_a_cluster_and_drops_background():
     shape = (40, 40)
     a, b = _disk(shape, (10, 10), 5), _disk(shape, (10, 22), 5)
@@ -76,6 +114,20 @@ def test_non_overlapping_prefers_single_cells_over_a_cluster_and_drops_backgroun
     assert set(np.unique(plane[a])) == {plane[10, 10]} and set(np.unique(plane[b])) == {plane[10, 22]}
     assert plane[10, 10] != plane[10, 22]
     assert not plane[30, 30]
+
+
+def test_non_overlapping_with_scores_lets_the_most_confident_mask_claim_first():
+    shape = (40, 40)
+    cell = _disk(shape, (20, 20), 8)
+    left, right = cell & (np.arange(40) < 20)[None, :], cell & (np.arange(40) >= 20)[None, :]
+    plane = non_overlapping(np.stack([left, right, cell]), min_size=10, scores=[0.6, 0.6, 0.9])
+    assert plane.max() == 1 and set(np.unique(plane[cell])) == {1}, "the cell, not its fragments"
+    assert non_overlapping(np.stack([left, right, cell]), min_size=10).max() == 2, "without scores: small first"
+    a, b = _disk(shape, (10, 10), 5), _disk(shape, (10, 22), 5)
+    plane = non_overlapping(np.stack([a | b, a, b]), min_size=10, scores=[0.7, 0.9, 0.8])
+    assert plane.max() == 2 and plane[10, 10] != plane[10, 22], "cells the model trusts more than their cluster"
+    with pytest.raises(ValueError, match="one value per mask"):
+        non_overlapping(np.stack([a, b]), min_size=10, scores=[0.5])
 
 
 def test_split_parts_needs_two_real_parts():

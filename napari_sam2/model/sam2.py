@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bundled import bundled_path, is_bundled
+from .bundled import automatic_thresholds, bundled_path, is_bundled
 from .checkpoint import CheckpointError, default_device, download_checkpoint, read_state_dict
 from .config import MODEL_CONFIGS, Sam2Config, get_config
 from .hiera import ImageEncoder
@@ -99,6 +99,9 @@ def upsample_masks(masks: torch.Tensor, size: int | tuple[int, int]) -> torch.Te
 
 class Sam2(nn.Module):
     """SAM 2 with the official parameter names; see the module docstring."""
+
+    #: automatic-detection thresholds calibrated for these weights (empty: the official ones')
+    automatic_thresholds: dict[str, float] = {}
 
     def __init__(self, config: Sam2Config) -> None:
         super().__init__()
@@ -483,10 +486,12 @@ def build_sam2(
     """
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    thresholds: dict[str, float] = {}
     if is_bundled(name):
         # a bundled model always comes with its weights: its own file, or a fine-tune of it
         if checkpoint is None or str(checkpoint) == "official":
             checkpoint = bundled_path(str(name))
+        thresholds = automatic_thresholds(str(name))
         name = None
     saved = None
     if checkpoint is not None and str(checkpoint) != "official":
@@ -496,6 +501,7 @@ def build_sam2(
         saved = read_checkpoint(path)
     config = _choose_config(name, saved, image_size)
     model = Sam2(config)
+    model.automatic_thresholds = thresholds
     if checkpoint is not None:
         if saved is None:
             if config.name not in MODEL_CONFIGS:

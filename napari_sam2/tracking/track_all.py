@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ..io.prompts import Prompt, PromptSet
 
 __all__ = [
+    "AUTOMATIC_THRESHOLDS",
     "Detector",
     "TrackAllSettings",
     "TrackAllResult",
@@ -54,6 +55,9 @@ Detector = Callable[[int], np.ndarray]
 """Frame index -> labels plane (H, W) of the objects found there, without overlaps (0 = none)."""
 
 _MAX_ID = int(np.iinfo(np.uint16).max)  # CTC masks are uint16
+
+#: detection thresholds for the official weights (those of automatic mask generation)
+AUTOMATIC_THRESHOLDS = {"pred_iou_thresh": 0.8, "stability_score_thresh": 0.9}
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class TrackAllSettings:
     Automatic detection: ``points_per_side``, ``points_per_batch``, ``pred_iou_thresh``,
     ``stability_score_thresh``, ``crop_n_layers`` as in automatic mask generation, and
     ``max_area_share``: masks over this share of the frame are background, not objects.
+    The two thresholds left at ``None`` are the model's own (see :meth:`for_model`): a
+    model's predicted IoU and stability are calibrated differently for each set of weights.
     """
 
     redetect_every: int = 5
@@ -83,8 +89,8 @@ class TrackAllSettings:
     division_gap: int = 3
     points_per_side: int = 32
     points_per_batch: int = 64
-    pred_iou_thresh: float = 0.8
-    stability_score_thresh: float = 0.9
+    pred_iou_thresh: float | None = None
+    stability_score_thresh: float | None = None
     crop_n_layers: int = 0
     max_area_share: float = 0.25
 
@@ -101,8 +107,19 @@ class TrackAllSettings:
             need(isinstance(value, (int, np.integer)) and value >= 1, name, "an integer >= 1", value)
         for name in ("max_covered", "division_share", "division_shrink", "pred_iou_thresh", "stability_score_thresh"):
             value = getattr(self, name)
-            need(0.0 <= float(value) <= 1.0, name, "between 0 and 1", value)
+            if value is None and name in AUTOMATIC_THRESHOLDS:
+                continue
+            need(isinstance(value, (int, float, np.number)) and 0.0 <= float(value) <= 1.0, name, "between 0 and 1", value)
         need(0.0 < float(self.max_area_share) <= 1.0, "max_area_share", "above 0 and at most 1", self.max_area_share)
+
+
+    def for_model(self, model: Any) -> "TrackAllSettings":
+        """These settings with the detection thresholds left at ``None`` filled in: the
+        model's own (``model.automatic_thresholds``, set for the bundled demo model), else
+        the values that suit the official weights."""
+        own = dict(getattr(model, "automatic_thresholds", None) or {})
+        chosen = {name: own.get(name, default) for name, default in AUTOMATIC_THRESHOLDS.items() if getattr(self, name) is None}
+        return replace(self, **chosen) if chosen else self
 
 
 @dataclass
@@ -203,20 +220,31 @@ def _looks_like_labels(plane: np.ndarray) -> bool:
     return total == 0 or same >= 0.5 * total
 
 
-def non_overlapping(masks: np.ndarray, min_size: int, max_area: int | None = None) -> np.ndarray:
+def non_overlapping(masks: np.ndarray, min_size: int, max_area: int | None = None,
+                    scores: np.ndarray | None = None) -> np.ndarray:
     """One labels plane from overlapping candidate masks ``(N, H, W)``.
 
-    Small masks claim their pixels first, so single cells win over a mask of a whole
-    cluster; a mask keeps its label only if at least half of it (and ``min_size``
-    pixels) is still free. Masks larger than ``max_area`` are background and dropped.
+    With ``scores`` (the model's confidence in each mask), the most confident masks claim
+    their pixels first: a whole cell beats the fragments of it a weaker model also
+    offers, and single cells beat a mask of their cluster unless the model trusts the
+    cluster more. Without scores, small masks claim first (single cells over clusters).
+    A mask keeps its label only if at least half of it (and ``min_size`` pixels) is
+    still free. Masks larger than ``max_area`` are background and dropped.
     """
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim != 3:
         raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
     plane = np.zeros(masks.shape[1:], np.uint32)
     areas = masks.reshape(len(masks), plane.size).sum(axis=1)  # -1 fails with no masks
+    if scores is None:
+        order = np.argsort(areas, kind="stable")
+    else:
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if scores.shape != (len(masks),):
+            raise ValueError(f"scores must hold one value per mask ({len(masks)}), got shape {scores.shape}")
+        order = np.lexsort((areas, -scores))  # most confident first; the smaller on a tie
     label = 0
-    for i in np.argsort(areas, kind="stable"):
+    for i in order:
         area = int(areas[i])
         if area < max(min_size, 1) or (max_area is not None and area > max_area):
             continue
@@ -253,6 +281,7 @@ class AutomaticDetector:
                  contrast_limits: tuple[float, float] | None = None, precision: str = "auto") -> None:
         from ..model.automatic import AutomaticMaskGenerator
 
+        settings = settings.for_model(model)
         self.generator = AutomaticMaskGenerator(
             model,
             points_per_side=settings.points_per_side,
@@ -274,7 +303,9 @@ class AutomaticDetector:
         raw = self.frames.raw(frame) if hasattr(self.frames, "raw") else np.asarray(self.frames[frame])
         found = self.generator.generate(raw, self.contrast_limits)
         height, width = raw.shape[:2]
-        plane = non_overlapping(found.masks, self.settings.min_size, int(self.settings.max_area_share * height * width))
+        confidence = found.predicted_iou * found.stability_score
+        plane = non_overlapping(found.masks, self.settings.min_size, int(self.settings.max_area_share * height * width),
+                                scores=confidence)
         self.seconds += time.perf_counter() - began
         self.calls += 1
         return plane
