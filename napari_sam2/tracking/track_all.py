@@ -112,7 +112,6 @@ class TrackAllSettings:
             need(isinstance(value, (int, float, np.number)) and 0.0 <= float(value) <= 1.0, name, "between 0 and 1", value)
         need(0.0 < float(self.max_area_share) <= 1.0, "max_area_share", "above 0 and at most 1", self.max_area_share)
 
-
     def for_model(self, model: Any) -> "TrackAllSettings":
         """These settings with the detection thresholds left at ``None`` filled in: the
         model's own (``model.automatic_thresholds``, set for the bundled demo model), else
