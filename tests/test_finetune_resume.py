@@ -81,3 +81,23 @@ def test_fine_tune_names_the_settings_that_cannot_change_before_loading_anything
     _write_state(out, 2, TrainConfig(steps=6, trainable="memory"))
     with pytest.raises(ValueError, match=r"steps 6 \(not 8\)"):
         fine_tune(None, None, FineTuneSettings(steps=8), out, resume=True)  # data is never read
+
+
+def test_detection_thresholds_travel_with_a_fine_tune_and_its_resumable_state(tmp_path):
+    """A fine-tune of the demo model is read back with the demo model's thresholds, from
+    its checkpoint and from a stopped run's state; damaged entries are ignored."""
+    from napari_sam2.model import build_sam2
+    from napari_sam2.model.saved import THRESHOLDS_KEY, read_checkpoint, recorded_thresholds, save_checkpoint
+    from napari_sam2.training.state import load_state
+
+    model = miniature_model()
+    assert build_sam2(checkpoint=save_checkpoint(model, tmp_path / "plain.pt")).automatic_thresholds == {}
+    model.automatic_thresholds = {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.8}
+    path = save_checkpoint(model, tmp_path / "tuned.pt", {"note": "x"})
+    assert read_checkpoint(path).metadata[THRESHOLDS_KEY] == model.automatic_thresholds
+    assert build_sam2(checkpoint=path).automatic_thresholds == model.automatic_thresholds
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    save_state(tmp_path / "run.resume.pt", model, optimizer, 3, TrainConfig(steps=5), [])
+    assert load_state(tmp_path / "run.resume.pt").automatic_thresholds == model.automatic_thresholds
+    assert recorded_thresholds({THRESHOLDS_KEY: {"pred_iou_thresh": 7, "other": 0.1, "stability_score_thresh": True}}) == {}
+    assert recorded_thresholds({THRESHOLDS_KEY: "0.5"}) == {}

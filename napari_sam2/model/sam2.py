@@ -501,6 +501,10 @@ def build_sam2(
         saved = read_checkpoint(path)
     config = _choose_config(name, saved, image_size)
     model = Sam2(config)
+    if saved is not None and not thresholds:
+        from .saved import recorded_thresholds
+
+        thresholds = recorded_thresholds(saved.metadata)
     model.automatic_thresholds = thresholds
     if checkpoint is not None:
         if saved is None:

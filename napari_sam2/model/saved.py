@@ -29,6 +29,8 @@ from .config import HieraConfig, MemoryAttentionConfig, MemoryEncoderConfig, Nec
 __all__ = [
     "FORMAT_KEY",
     "FORMAT_VERSION",
+    "THRESHOLDS_KEY",
+    "recorded_thresholds",
     "SavedCheckpoint",
     "config_to_dict",
     "config_from_dict",
@@ -40,6 +42,7 @@ __all__ = [
 
 FORMAT_KEY = "napari_sam2"
 FORMAT_VERSION = 1
+THRESHOLDS_KEY = "automatic_thresholds"  # metadata: the model's own automatic-detection thresholds
 _NESTED = {
     "hiera": HieraConfig,
     "neck": NeckConfig,
@@ -133,6 +136,10 @@ def save_checkpoint(
     config = getattr(model, "config", None)
     if not isinstance(config, Sam2Config):
         raise TypeError("save_checkpoint needs a Sam2 model built with build_sam2")
+    metadata = dict(metadata or {})
+    thresholds = getattr(model, "automatic_thresholds", None)
+    if thresholds:  # a fine-tune keeps the detection thresholds calibrated for its origin
+        metadata.setdefault(THRESHOLDS_KEY, {k: float(v) for k, v in thresholds.items()})
     payload = checkpoint_payload(model.state_dict(), config, metadata)
     path = Path(path).expanduser()
     if path.exists() and not overwrite:
@@ -193,3 +200,16 @@ def read_checkpoint(path: str | os.PathLike) -> SavedCheckpoint:
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return SavedCheckpoint(state, config, dict(record.get("metadata") or {}), payload)
+
+
+def recorded_thresholds(metadata: dict[str, Any]) -> dict[str, float]:
+    """The automatic-detection thresholds a checkpoint records (only well-formed entries)."""
+    recorded = metadata.get(THRESHOLDS_KEY)
+    if not isinstance(recorded, dict):
+        return {}
+    return {
+        name: float(value)
+        for name, value in recorded.items()
+        if name in ("pred_iou_thresh", "stability_score_thresh")
+        and isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0
+    }

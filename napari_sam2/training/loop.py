@@ -207,6 +207,7 @@ def train(
             config = saved.config
         if model is None:
             model = Sam2(saved.model_config)
+            model.automatic_thresholds = dict(saved.automatic_thresholds)
         elif model.config != saved.model_config:
             raise TrainingError(
                 f"the saved run trains a {saved.model_config.name} model at {saved.model_config.image_size} px, "

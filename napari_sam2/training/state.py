@@ -9,7 +9,7 @@ state_file)`` loads the weights of an interrupted run too.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,15 @@ import torch
 
 from ..model.checkpoint import CheckpointError
 from ..model.config import Sam2Config
-from ..model.saved import FORMAT_KEY, checkpoint_payload, config_from_dict, read_checkpoint, write_atomic
+from ..model.saved import (
+    FORMAT_KEY,
+    THRESHOLDS_KEY,
+    checkpoint_payload,
+    config_from_dict,
+    read_checkpoint,
+    recorded_thresholds,
+    write_atomic,
+)
 from .config import TrainConfig
 from .errors import TrainingError
 
@@ -43,12 +51,17 @@ class TrainingState:
     config: TrainConfig
     torch_rng: torch.Tensor
     history: list[list[float]]  # [step, loss, lr] per finished step
+    automatic_thresholds: dict[str, float] = field(default_factory=dict)  # the model's, see model.saved
 
 
 def save_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
                config: TrainConfig, history: list[list[float]]) -> None:
     """Write the resumable state atomically (an interrupted write keeps the old file)."""
-    payload = checkpoint_payload(model.state_dict(), model.config, {"step": step, "trainable": config.trainable})
+    metadata: dict[str, Any] = {"step": step, "trainable": config.trainable}
+    thresholds = getattr(model, "automatic_thresholds", None)
+    if thresholds:
+        metadata[THRESHOLDS_KEY] = {k: float(v) for k, v in thresholds.items()}
+    payload = checkpoint_payload(model.state_dict(), model.config, metadata)
     payload[STATE_KEY] = {
         "optimizer": optimizer.state_dict(),
         "step": int(step),
@@ -77,6 +90,7 @@ def load_state(path: str | os.PathLike) -> TrainingState:
             config=TrainConfig.from_dict(record["config"]),
             torch_rng=record["torch_rng"],
             history=[list(h) for h in record.get("history", [])],
+            automatic_thresholds=recorded_thresholds(saved.metadata),
         )
     except (KeyError, TypeError) as err:
         raise TrainingError(f"{path}: the training state is damaged ({err})") from None
