@@ -31,6 +31,7 @@ __all__ = [
     "FORMAT_VERSION",
     "THRESHOLDS_KEY",
     "recorded_thresholds",
+    "thresholds_metadata",
     "SavedCheckpoint",
     "config_to_dict",
     "config_from_dict",
@@ -136,10 +137,7 @@ def save_checkpoint(
     config = getattr(model, "config", None)
     if not isinstance(config, Sam2Config):
         raise TypeError("save_checkpoint needs a Sam2 model built with build_sam2")
-    metadata = dict(metadata or {})
-    thresholds = getattr(model, "automatic_thresholds", None)
-    if thresholds:  # a fine-tune keeps the detection thresholds calibrated for its origin
-        metadata.setdefault(THRESHOLDS_KEY, {k: float(v) for k, v in thresholds.items()})
+    metadata = {**thresholds_metadata(model), **(metadata or {})}
     payload = checkpoint_payload(model.state_dict(), config, metadata)
     path = Path(path).expanduser()
     if path.exists() and not overwrite:
@@ -200,6 +198,13 @@ def read_checkpoint(path: str | os.PathLike) -> SavedCheckpoint:
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return SavedCheckpoint(state, config, dict(record.get("metadata") or {}), payload)
+
+
+def thresholds_metadata(model: Any) -> dict[str, Any]:
+    """The metadata entry recording ``model``'s detection thresholds (none when it has
+    none), so a fine-tune keeps the thresholds calibrated for the model it came from."""
+    thresholds = getattr(model, "automatic_thresholds", None)
+    return {THRESHOLDS_KEY: {k: float(v) for k, v in thresholds.items()}} if thresholds else {}
 
 
 def recorded_thresholds(metadata: dict[str, Any]) -> dict[str, float]:

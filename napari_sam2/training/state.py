@@ -19,11 +19,11 @@ from ..model.checkpoint import CheckpointError
 from ..model.config import Sam2Config
 from ..model.saved import (
     FORMAT_KEY,
-    THRESHOLDS_KEY,
     checkpoint_payload,
     config_from_dict,
     read_checkpoint,
     recorded_thresholds,
+    thresholds_metadata,
     write_atomic,
 )
 from .config import TrainConfig
@@ -57,10 +57,7 @@ class TrainingState:
 def save_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
                config: TrainConfig, history: list[list[float]]) -> None:
     """Write the resumable state atomically (an interrupted write keeps the old file)."""
-    metadata: dict[str, Any] = {"step": step, "trainable": config.trainable}
-    thresholds = getattr(model, "automatic_thresholds", None)
-    if thresholds:
-        metadata[THRESHOLDS_KEY] = {k: float(v) for k, v in thresholds.items()}
+    metadata = {"step": step, "trainable": config.trainable, **thresholds_metadata(model)}
     payload = checkpoint_payload(model.state_dict(), model.config, metadata)
     payload[STATE_KEY] = {
         "optimizer": optimizer.state_dict(),
